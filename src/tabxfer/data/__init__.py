@@ -1,0 +1,1 @@
+"""Data layer: the canonical trip schema, loaders for real trip records, the synthetic corpus."""

@@ -1,0 +1,362 @@
+"""What every trip source shares: finding files, reading them lazily, parsing with counted failures.
+
+A source is a small dataclass (so Hydra can build it from ``_target_``) that knows one file format. It
+implements :meth:`TripSource.parse`, which turns the raw columns of one file into canonical columns with
+the help of a :class:`RowParser`; the parser remembers, per row, the first value that failed to parse.
+The base class adds the generic validation (:mod:`tabxfer.data.quality`), de-duplication and the
+bookkeeping that makes every dropped row countable and findable (file + row).
+
+Loading is lazy end to end (``scan``); ``load`` collects the kept rows and the drop report in one pass.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import glob
+import gzip
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import polars as pl
+
+from tabxfer.data.quality import Validation, first_reason
+from tabxfer.data.schema import BAD_VALUE, FILE, REASON, ROW, DataError, DropReport, conform
+
+PathLike = str | os.PathLike[str]
+TABLE_SUFFIXES = (".csv", ".csv.gz", ".parquet", ".pq")
+
+# A column whose values fail to parse in more than this share of a file's rows is a wrong column (a
+# mislabeled header, a different unit or format), not a few bad rows: loading stops with an error.
+MAX_BAD_FRACTION = 0.5
+
+
+def resolve_paths(paths: PathLike | Sequence[PathLike]) -> list[Path]:
+    """Files named by a path, a directory (its table files), a glob, or a list of those; sorted."""
+    items = [paths] if isinstance(paths, str | os.PathLike) else list(paths)
+    out: list[Path] = []
+    for item in items:
+        s = os.fspath(item)
+        if any(ch in s for ch in "*?["):
+            hits = sorted(glob.glob(s))
+            if not hits:
+                raise DataError("no file matches this pattern", file=s)
+            out += [Path(h) for h in hits]
+        elif os.path.isdir(s):
+            hits = sorted(p for p in Path(s).iterdir() if p.name.lower().endswith(TABLE_SUFFIXES))
+            if not hits:
+                raise DataError(f"folder holds no {'/'.join(TABLE_SUFFIXES)} file", file=s)
+            out += hits
+        elif os.path.exists(s):
+            out.append(Path(s))
+        else:
+            raise DataError("no such file or folder", file=s)
+    return out
+
+
+def scan_table(path: Path) -> pl.LazyFrame:
+    """A lazy scan of one CSV or Parquet file. CSV columns are all read as strings, so that the loader
+    (not the CSV reader) decides what a malformed value means and can say which row it was."""
+    name = path.name.lower()
+    if name.endswith((".parquet", ".pq")):
+        try:
+            pl.read_parquet_schema(path)
+        except Exception as e:  # polars raises several types for a corrupt footer
+            raise DataError(f"not a readable Parquet file (truncated or corrupt?): {e}", file=str(path)) from e
+        return pl.scan_parquet(path)
+    if name.endswith((".csv", ".csv.gz")):
+        if path.stat().st_size == 0:
+            raise DataError("file is empty (expected a CSV header line)", file=str(path))
+        if name.endswith(".gz"):  # polars cannot scan compressed CSV lazily: read it (stated in the docs)
+            try:
+                return pl.read_csv(path, infer_schema=False).lazy()
+            except (pl.exceptions.ComputeError, OSError, EOFError) as e:
+                raise DataError(f"cannot read gzip CSV: {e}", file=str(path)) from e
+        try:
+            lf = pl.scan_csv(path, infer_schema=False)
+            lf.collect_schema()
+        except pl.exceptions.NoDataError as e:
+            raise DataError("file is empty (expected a CSV header line)", file=str(path)) from e
+        return lf
+    raise DataError(f"unknown file type; expected one of {', '.join(TABLE_SUFFIXES)}", file=str(path))
+
+
+def find_ragged_csv_row(path: Path) -> tuple[int, int, int] | None:
+    """First data row whose field count differs from the header's: ``(row, n_fields, n_header)``."""
+    opener: Any = gzip.open if path.name.lower().endswith(".gz") else open
+    with opener(path, "rt", newline="", encoding="utf-8", errors="replace") as f:
+        reader = csv.reader(f)
+        header = next(reader, None)
+        if header is None:
+            return None
+        for i, rec in enumerate(reader):
+            if rec and len(rec) != len(header):
+                return i, len(rec), len(header)
+    return None
+
+
+class RowParser:
+    """Parses raw columns of one file into typed expressions, recording a drop reason per failed value.
+
+    ``float("pickup_longitude", "pickup_lon")`` returns the typed expression; a row whose raw value is
+    present but does not parse is dropped as ``unparseable:pickup_lon`` (its raw value kept for errors).
+    """
+
+    def __init__(self, path: Path, schema: pl.Schema):
+        self.path = path
+        self.schema = schema
+        self._lower = {c.lower().strip(): c for c in schema.names()}
+        self.rules: list[tuple[pl.Expr, str, pl.Expr]] = []
+
+    def find(self, *candidates: str) -> str | None:
+        """The file's name for the first candidate column present (case- and space-insensitive)."""
+        for cand in candidates:
+            hit = self._lower.get(cand.lower().strip())
+            if hit is not None:
+                return hit
+        return None
+
+    def require(self, *candidates: str, what: str | None = None) -> str:
+        hit = self.find(*candidates)
+        if hit is None:
+            raise DataError(
+                f"missing required column {what or candidates[0]!r} (looked for {list(candidates)}); "
+                f"the file has {self.schema.names()}",
+                file=str(self.path),
+            )
+        return hit
+
+    def _check(self, raw: str, parsed: pl.Expr, name: str) -> pl.Expr:
+        src = pl.col(raw)
+        present = src.is_not_null()
+        if self.schema[raw] == pl.String:
+            present = present & (src.str.strip_chars() != "")
+        self.rules.append((present & parsed.is_null(), f"unparseable:{name}", src.cast(pl.String)))
+        return parsed.alias(name)
+
+    def float(self, raw: str, name: str) -> pl.Expr:
+        src = pl.col(raw)
+        if self.schema[raw] == pl.String:
+            return self._check(raw, src.str.strip_chars().cast(pl.Float64, strict=False), name)
+        return self._check(raw, src.cast(pl.Float64, strict=False), name)
+
+    def int(self, raw: str, name: str, dtype: pl.DataType | None = None) -> pl.Expr:
+        """Integers; ``"3.0"`` and ``3.0`` are accepted (TLC writes counts as floats), ``"3.5"`` is not."""
+        x = self.float(raw, name)
+        self.rules.pop()  # re-check below: a fraction is a failure too
+        src = pl.col(raw)
+        present = src.is_not_null()
+        if self.schema[raw] == pl.String:
+            present = present & (src.str.strip_chars() != "")
+        ok = x.is_not_null() & x.is_finite() & (x == x.round(0))
+        self.rules.append((present & ~ok.fill_null(False), f"unparseable:{name}", src.cast(pl.String)))
+        return pl.when(ok).then(x).otherwise(None).cast(dtype or pl.Int64()).alias(name)
+
+    def string(self, raw: str | None, name: str) -> pl.Expr:
+        if raw is None:
+            return pl.lit(None, dtype=pl.String).alias(name)
+        out = pl.col(raw).cast(pl.String)
+        return pl.when(out.str.strip_chars() == "").then(None).otherwise(out.str.strip_chars()).alias(name)
+
+    def datetime(self, raw: str, name: str, formats: Sequence[str]) -> pl.Expr:
+        """Naive local datetimes from a Datetime/Date column or strings in one of ``formats`` (tried in
+        order; the first format that parses a value wins)."""
+        dtype = self.schema[raw]
+        src = pl.col(raw)
+        if isinstance(dtype, pl.Datetime):
+            parsed = src.dt.replace_time_zone(None) if dtype.time_zone else src
+            return self._check(raw, parsed.cast(pl.Datetime("us")), name)
+        if dtype == pl.Date:
+            return self._check(raw, src.cast(pl.Datetime("us")), name)
+        if dtype != pl.String:
+            raise DataError(
+                f"expected a datetime or a string column, found {dtype}", file=str(self.path), column=raw
+            )
+        s = src.str.strip_chars()
+        tries = [s.str.strptime(pl.Datetime("us"), f, strict=False) for f in formats]
+        parsed = tries[0] if len(tries) == 1 else pl.coalesce(tries)
+        return self._check(raw, parsed, name)
+
+    def epoch_seconds(self, raw: str, name: str) -> pl.Expr:
+        """Unix seconds that encode *local* wall time (as Chicago's published timestamps do)."""
+        x = self.float(raw, f"{name}__s")
+        self.rules[-1] = (self.rules[-1][0], f"unparseable:{name}", self.rules[-1][2])
+        return (x * 1e6).cast(pl.Int64).cast(pl.Datetime("us")).alias(name)
+
+    def fail(self, condition: pl.Expr, reason: str, raw: pl.Expr | None = None) -> None:
+        """Drop rows where ``condition`` holds (a source-specific rule, e.g. an unknown zone id)."""
+        self.rules.append((condition, reason, raw if raw is not None else pl.lit(None, dtype=pl.String)))
+
+    def reason_columns(self) -> list[pl.Expr]:
+        reason = first_reason([(c, r) for c, r, _ in self.rules])
+        bad: Any = pl
+        for cond, _, raw in self.rules:
+            bad = bad.when(cond.fill_null(False)).then(raw.cast(pl.String))
+        bad_value = bad.otherwise(None) if self.rules else pl.lit(None, dtype=pl.String)
+        return [reason.alias(REASON), bad_value.alias(BAD_VALUE)]
+
+
+@dataclasses.dataclass
+class TripSource:
+    """Base of all sources. Subclasses set the class variables and implement :meth:`parse`.
+
+    Args:
+        paths: a file, folder, glob or list of them.
+        labeled: the files carry the target (durations); unlabeled files (Kaggle test) keep null targets.
+        validation: the generic drop rules (:class:`~tabxfer.data.quality.Validation` or a dict of them).
+    """
+
+    paths: PathLike | Sequence[PathLike]
+    labeled: bool = True
+    validation: Validation | Mapping[str, Any] | None = None
+
+    name: ClassVar[str] = "source"
+    city: ClassVar[str] = "nyc"
+    mode: ClassVar[str] = "taxi"
+    has_ids: ClassVar[bool] = False  # the format carries a trip id (checked for duplicates)
+    extra: ClassVar[Mapping[str, pl.DataType]] = {}  # the source's own columns kept alongside
+
+    # --- for subclasses ---------------------------------------------------------------------------
+    def parse(self, p: RowParser) -> list[pl.Expr]:
+        """Expressions producing the canonical (and extra) columns from one file's raw columns."""
+        raise NotImplementedError
+
+    def city_of(self) -> str:
+        return self.city
+
+    def mode_of(self) -> str:
+        return self.mode
+
+    # --- shared machinery -------------------------------------------------------------------------
+    def files(self) -> list[Path]:
+        return resolve_paths(self.paths)
+
+    def _scan_file(self, path: Path) -> pl.LazyFrame:
+        raw = scan_table(path)
+        p = RowParser(path, raw.collect_schema())
+        exprs = self.parse(p)
+        names = {e.meta.output_name() for e in exprs}
+        defaults = [
+            pl.lit(self.name).alias("source"),
+            pl.lit(self.city_of()).alias("city"),
+            pl.lit(self.mode_of()).alias("mode"),
+        ]
+        exprs += [e for e in defaults if e.meta.output_name() not in names]
+        lf = raw.with_row_index(ROW).select(
+            pl.col(ROW).cast(pl.Int64), pl.lit(str(path)).alias(FILE), *exprs, *p.reason_columns()
+        )
+        if "trip_id" not in names:
+            lf = lf.with_columns(
+                (pl.lit(f"{self.name}:{path.stem}:") + pl.col(ROW).cast(pl.String)).alias("trip_id")
+            )
+        return lf
+
+    def scan_all(self) -> pl.LazyFrame:
+        """Every row with canonical columns and its drop reason (null = kept). Lazy."""
+        frames = [self._scan_file(f) for f in self.files()]
+        lf = pl.concat(frames, how="diagonal_relaxed") if len(frames) > 1 else frames[0]
+        lf = conform(lf, self.extra)
+        v = Validation.of(self.validation)
+        generic = v.reason(city=self.city_of(), mode=self.mode_of(), labeled=self.labeled)
+        lf = lf.with_columns(pl.coalesce(pl.col(REASON), generic).alias(REASON))
+        dup = v.duplicate_reason(lf.collect_schema().names(), has_ids=self.has_ids)
+        if dup is not None:  # only rows that pass every other rule compete for "first occurrence"
+            lf = lf.with_columns(pl.coalesce(pl.col(REASON), dup).alias(REASON))
+        return lf
+
+    def scan(self) -> pl.LazyFrame:
+        """The kept rows, canonical + extra columns only. Lazy: streams files larger than memory."""
+        return self.scan_all().filter(pl.col(REASON).is_null()).drop(ROW, FILE, REASON, BAD_VALUE)
+
+    def load(self) -> tuple[pl.DataFrame, DropReport]:
+        """Collect the kept rows and the drop report (one pass over the files)."""
+        all_rows = self.scan_all()
+        kept = all_rows.filter(pl.col(REASON).is_null()).drop(ROW, FILE, REASON, BAD_VALUE)
+        counts = all_rows.group_by(FILE, REASON).agg(pl.len().alias("n"))
+        examples = (
+            all_rows.filter(pl.col(REASON).is_not_null())
+            .group_by(FILE, REASON)
+            .agg(pl.col(ROW).head(3), pl.col(BAD_VALUE).head(3))
+        )
+        files = self.files()
+        try:
+            df, counts_df, ex_df = pl.collect_all([kept, counts, examples])
+        except (pl.exceptions.ComputeError, pl.exceptions.InvalidOperationError) as e:
+            raise self._explain(e, files) from e
+        report = self._report(counts_df, ex_df, files)
+        report.n_out = df.height
+        report.check()
+        return df, report
+
+    def drop_report(self) -> DropReport:
+        """Counts only (no rows kept in memory): for corpora streamed elsewhere."""
+        all_rows = self.scan_all()
+        counts = all_rows.group_by(FILE, REASON).agg(pl.len().alias("n"))
+        examples = (
+            all_rows.filter(pl.col(REASON).is_not_null())
+            .group_by(FILE, REASON)
+            .agg(pl.col(ROW).head(3), pl.col(BAD_VALUE).head(3))
+        )
+        files = self.files()
+        try:
+            counts_df, ex_df = pl.collect_all([counts, examples], engine="streaming")
+        except (pl.exceptions.ComputeError, pl.exceptions.InvalidOperationError) as e:
+            raise self._explain(e, files) from e
+        report = self._report(counts_df, ex_df, files)
+        report.n_out = report.n_in - report.n_dropped
+        return report
+
+    def _report(self, counts: pl.DataFrame, examples: pl.DataFrame, files: list[Path]) -> DropReport:
+        rep = DropReport(source=self.name, files=[str(f) for f in files])
+        rep.n_in = int(counts["n"].sum()) if counts.height else 0
+        per_file = {r[FILE]: 0 for r in counts.iter_rows(named=True)}
+        for r in counts.iter_rows(named=True):
+            per_file[r[FILE]] += r["n"]
+        for r in counts.iter_rows(named=True):
+            reason, n = r[REASON], r["n"]
+            if reason is None:
+                continue
+            rep.dropped[reason] = rep.dropped.get(reason, 0) + n
+            if reason.startswith("unparseable:") and n > MAX_BAD_FRACTION * per_file[r[FILE]]:
+                ex = examples.filter((pl.col(REASON) == reason) & (pl.col(FILE) == r[FILE])).row(0, named=True)
+                row, value = ex[ROW][0], ex[BAD_VALUE][0]
+                raise DataError(
+                    f"{n:,} of {per_file[r[FILE]]:,} values do not parse as {reason.split(':', 1)[1]} "
+                    f"(first at row {row}: {value!r}); wrong column or format?",
+                    file=r[FILE],
+                    column=reason.split(":", 1)[1],
+                )
+        for r in examples.sort(FILE).iter_rows(named=True):
+            ex = [(r[FILE], row, value) for row, value in zip(r[ROW], r[BAD_VALUE], strict=True)]
+            rep.examples[r[REASON]] = (rep.examples.get(r[REASON], []) + ex)[:5]
+        return rep
+
+    def _explain(self, err: Exception, files: Iterable[Path]) -> DataError:
+        """Turn a reader error into one that names the file and row."""
+        for f in files:
+            if f.name.lower().endswith((".csv", ".csv.gz")):
+                ragged = find_ragged_csv_row(f)
+                if ragged is not None:
+                    row, n, m = ragged
+                    return DataError(
+                        f"malformed CSV: {n} fields where the header has {m}", file=str(f), row=row
+                    )
+        return DataError(f"cannot read: {err}", file=", ".join(str(f) for f in files))
+
+    def describe(self) -> dict[str, Any]:
+        """What identifies this source's data, for fingerprints: class, settings, and each file's
+        size, modification time and a hash of its first and last MiB."""
+        from tabxfer.data.fingerprint import file_signature
+
+        cfg = {
+            f.name: (dataclasses.asdict(v) if isinstance(v := getattr(self, f.name), Validation) else v)
+            for f in dataclasses.fields(self)
+            if f.name != "paths"
+        }
+        return {
+            "source": f"{type(self).__module__}.{type(self).__qualname__}",
+            "settings": {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in cfg.items()},
+            "files": [file_signature(p) for p in self.files()],
+        }
