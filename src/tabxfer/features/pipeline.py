@@ -1,0 +1,359 @@
+"""The feature pipeline every model shares: canonical trips -> raw features -> fitted spec -> arrays.
+
+Three steps, all polars expressions (lazy, multi-threaded, no Python per row):
+
+1. :func:`raw_features` derives feature columns from the canonical schema: distances (haversine,
+   Manhattan in the city-local frame, bearing), coordinates in a city-local frame (km east/north of the
+   city's center, so "2 km north-east of the center" means the same in every city), time (hour, weekday,
+   month, US holidays, cyclic encodings), grid cells, and the categorical columns named in the config.
+2. :func:`fit` computes, on the **training split only**, the city centers, the numeric scalers and the
+   categorical vocabularies, and returns the :class:`~tabxfer.features.spec.FeatureSpec`.
+3. :func:`transform` applies a spec: standardized float32 numerics and int32 vocabulary indices.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from tabxfer.data.cities import city_bounds
+from tabxfer.data.geo import KM_PER_DEG_LAT, bearing_deg, haversine_km
+from tabxfer.data.schema import DataError
+from tabxfer.features.calendar import holidays_between
+from tabxfer.features.spec import CategoricalFeature, FeatureSpec, NumericFeature, Target, check_names
+
+TWO_PI = 2 * math.pi
+# Categoricals with a fixed domain: their vocabulary does not depend on the training data, so a small
+# training split that lacks, say, 4 a.m. still gives 4 a.m. its own slot.
+FIXED_VOCAB: dict[str, tuple[str, ...]] = {
+    "hour": tuple(str(h) for h in range(24)),
+    "weekday": tuple(str(d) for d in range(7)),  # 0 = Monday
+    "month": tuple(str(m) for m in range(1, 13)),
+    "holiday": ("0", "1"),
+}
+LOG1P_NUMERIC = {"dist_km", "manhattan_km"}  # heavy-tailed, positive: log1p before standardizing
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureConfig:
+    """Which features to derive. Hydra: ``data.features.*``.
+
+    Args:
+        distances: haversine and local-frame Manhattan distance (km) and bearing (sin, cos).
+        local_frame: pickup/dropoff/delta coordinates in km in the city-local frame.
+        time: hour/weekday/month categoricals and their cyclic encodings, day-of-year encoding.
+        holidays: a US federal holiday flag (computed from the rules).
+        cells: pickup and dropoff grid cells of ``cell_km`` (categorical; Wide&Deep crosses them).
+        cell_km / cell_radius_km: cell size, and the radius beyond which every cell is "far" (one slot).
+        categorical: canonical columns used as categoricals (``vendor``, ``city``, ``mode``, ``source``).
+        numeric: canonical numeric columns used as they are (``passenger_count``).
+        extra_categorical / extra_numeric: source-specific columns (``store_and_fwd_flag``,
+            ``trip_distance_km``, ...); a source that lacks one gets nulls (index 0 / the mean).
+        min_count: a categorical value needs this many training rows to get its own slot.
+        max_vocab: at most this many values per categorical (most frequent first).
+    """
+
+    distances: bool = True
+    local_frame: bool = True
+    time: bool = True
+    holidays: bool = True
+    cells: bool = True
+    cell_km: float = 1.0
+    cell_radius_km: float = 30.0
+    categorical: Sequence[str] = ("vendor", "city", "mode", "source")
+    numeric: Sequence[str] = ("passenger_count",)
+    extra_categorical: Sequence[str] = ()
+    extra_numeric: Sequence[str] = ()
+    min_count: int = 20
+    max_vocab: int = 10_000
+    target: str = "duration_s"
+    target_transform: str = "log1p"
+
+    def __post_init__(self) -> None:
+        if self.cell_km <= 0 or self.cell_radius_km <= self.cell_km:
+            raise ValueError(f"need 0 < {self.cell_km=} < {self.cell_radius_km=}")
+        if self.target_transform not in ("log1p", "none"):
+            raise ValueError(f"{self.target_transform=} must be 'log1p' or 'none'")
+        if self.min_count < 1 or self.max_vocab < 1:
+            raise ValueError(f"{self.min_count=} and {self.max_vocab=} must be >= 1")
+
+    @classmethod
+    def of(cls, cfg: FeatureConfig | Mapping[str, Any] | None) -> FeatureConfig:
+        if cfg is None:
+            return cls()
+        if isinstance(cfg, FeatureConfig):
+            return cfg
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(cfg) - known
+        if unknown:
+            raise ValueError(f"unknown feature option(s) {sorted(unknown)}; expected {sorted(known)}")
+        d = {k: (tuple(v) if isinstance(v, Sequence) and not isinstance(v, str) else v) for k, v in cfg.items()}
+        return cls(**d)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()}
+
+    # The declared feature names, in array order (must match raw_features' output).
+    def numeric_features(self) -> list[tuple[str, str]]:
+        """``(name, group)`` of each numeric feature."""
+        out: list[tuple[str, str]] = []
+        if self.distances:
+            out += [(n, "space") for n in ("dist_km", "manhattan_km", "bearing_sin", "bearing_cos")]
+        if self.local_frame:
+            names = ("pickup_x", "pickup_y", "dropoff_x", "dropoff_y", "delta_x", "delta_y")
+            out += [(n, "space") for n in names]
+        if self.time:
+            names = ("hour_sin", "hour_cos", "week_sin", "week_cos", "year_sin", "year_cos")
+            out += [(n, "time") for n in names]
+        out += [(n, "trip") for n in self.numeric]
+        out += [(n, "extra") for n in self.extra_numeric]
+        check_names([n for n, _ in out])
+        return out
+
+    def categorical_features(self) -> list[tuple[str, str]]:
+        out: list[tuple[str, str]] = []
+        if self.time:
+            out += [("hour", "time"), ("weekday", "time"), ("month", "time")]
+        if self.holidays:
+            out.append(("holiday", "time"))
+        if self.cells:
+            out += [("pickup_cell", "space"), ("dropoff_cell", "space")]
+        out += [(n, "trip") for n in self.categorical]
+        out += [(n, "extra") for n in self.extra_categorical]
+        check_names([n for n, _ in out])
+        return out
+
+
+def _centers_expr(centers: Mapping[str, tuple[float, float]], i: int) -> pl.Expr:
+    cities = list(centers)
+    return pl.col("city").replace_strict(
+        cities, [centers[c][i] for c in cities], default=None, return_dtype=pl.Float64
+    )
+
+
+def raw_features(
+    lf: pl.LazyFrame, cfg: FeatureConfig, centers: Mapping[str, tuple[float, float]]
+) -> pl.LazyFrame:
+    """Feature columns before scaling/vocabularies (numeric as Float64, categoricals as String), plus
+    ``y`` (the transformed target, Float32) and ``pickup_ts`` (Unix seconds of the local wall time)."""
+    have = set(lf.collect_schema().names())
+    lat0, lon0 = _centers_expr(centers, 0), _centers_expr(centers, 1)
+    kx = KM_PER_DEG_LAT * (lat0.radians().cos())  # km per degree of longitude at the city's latitude
+
+    plat, plon, dlat, dlon = (pl.col(c) for c in ("pickup_lat", "pickup_lon", "dropoff_lat", "dropoff_lon"))
+    px, py = (plon - lon0) * kx, (plat - lat0) * KM_PER_DEG_LAT
+    dx, dy = (dlon - lon0) * kx, (dlat - lat0) * KM_PER_DEG_LAT
+    t = pl.col("pickup_time")
+    hour_f = t.dt.hour() + t.dt.minute() / 60.0
+
+    num: list[pl.Expr] = []
+    if cfg.distances:
+        bearing = bearing_deg(plat, plon, dlat, dlon).radians()
+        num += [
+            haversine_km(plat, plon, dlat, dlon).alias("dist_km"),
+            ((dx - px).abs() + (dy - py).abs()).alias("manhattan_km"),
+            bearing.sin().alias("bearing_sin"),
+            bearing.cos().alias("bearing_cos"),
+        ]
+    if cfg.local_frame:
+        num += [
+            px.alias("pickup_x"),
+            py.alias("pickup_y"),
+            dx.alias("dropoff_x"),
+            dy.alias("dropoff_y"),
+            (dx - px).alias("delta_x"),
+            (dy - py).alias("delta_y"),
+        ]
+    if cfg.time:
+        week_f = (t.dt.weekday() - 1) + hour_f / 24.0  # polars weekday: 1 = Monday
+        year_f = (t.dt.ordinal_day() - 1) / 365.25
+        num += [
+            (hour_f * TWO_PI / 24).sin().alias("hour_sin"),
+            (hour_f * TWO_PI / 24).cos().alias("hour_cos"),
+            (week_f * TWO_PI / 7).sin().alias("week_sin"),
+            (week_f * TWO_PI / 7).cos().alias("week_cos"),
+            (year_f * TWO_PI).sin().alias("year_sin"),
+            (year_f * TWO_PI).cos().alias("year_cos"),
+        ]
+    for name in [*cfg.numeric, *cfg.extra_numeric]:
+        col = pl.col(name) if name in have else pl.lit(None)
+        num.append(col.cast(pl.Float64).alias(name))
+
+    cat: list[pl.Expr] = []
+    if cfg.time:
+        cat += [
+            t.dt.hour().cast(pl.String).alias("hour"),
+            (t.dt.weekday() - 1).cast(pl.String).alias("weekday"),
+            t.dt.month().cast(pl.String).alias("month"),
+        ]
+    if cfg.holidays:
+        cat.append(_holiday_expr(t))
+    if cfg.cells:
+        cat += [_cell_expr(px, py, cfg).alias("pickup_cell"), _cell_expr(dx, dy, cfg).alias("dropoff_cell")]
+    for name in [*cfg.categorical, *cfg.extra_categorical]:
+        col = pl.col(name) if name in have else pl.lit(None)
+        cat.append(col.cast(pl.String).alias(name))
+
+    target = pl.col(cfg.target) if cfg.target in have else pl.lit(None)
+    y = target.cast(pl.Float64).log1p() if cfg.target_transform == "log1p" else target.cast(pl.Float64)
+    ts = t.dt.epoch("s").alias("pickup_ts")
+    return lf.select(*num, *cat, y.cast(pl.Float32).alias("y"), ts)
+
+
+def _holiday_expr(t: pl.Expr) -> pl.Expr:
+    # 1970..2099 covers every trip record that exists; the list is ~1,400 dates.
+    days = pl.Series(holidays_between(1970, 2099), dtype=pl.Date)
+    return t.dt.date().is_in(days.implode()).cast(pl.Int8).cast(pl.String).alias("holiday")
+
+
+def _cell_expr(x: pl.Expr, y: pl.Expr, cfg: FeatureConfig) -> pl.Expr:
+    """``"i_j"`` grid cell of a local-frame point; everything beyond the radius is ``"far"``."""
+    i = (x / cfg.cell_km).floor().cast(pl.Int32).cast(pl.String)
+    j = (y / cfg.cell_km).floor().cast(pl.Int32).cast(pl.String)
+    far = (x.abs() > cfg.cell_radius_km) | (y.abs() > cfg.cell_radius_km)
+    return pl.when(far).then(pl.lit("far")).otherwise(i + "_" + j)
+
+
+def fit_centers(train: pl.LazyFrame) -> dict[str, tuple[float, float]]:
+    """Each city's local-frame origin: the median training pickup (robust to a few far trips)."""
+    df = (
+        train.group_by("city")
+        .agg(pl.col("pickup_lat").median(), pl.col("pickup_lon").median())
+        .sort("city")
+        .collect()
+    )
+    return {r["city"]: (float(r["pickup_lat"]), float(r["pickup_lon"])) for r in df.iter_rows(named=True)}
+
+
+def fit(train: pl.LazyFrame, cfg: FeatureConfig | Mapping[str, Any] | None = None) -> FeatureSpec:
+    """Fit centers, scalers and vocabularies on the training rows (canonical schema) only."""
+    cfg = FeatureConfig.of(cfg)
+    centers = fit_centers(train)
+    if not centers:
+        raise DataError("cannot fit features: the training split is empty")
+    raw = raw_features(train, cfg, centers)
+    num_feats, cat_feats = cfg.numeric_features(), cfg.categorical_features()
+
+    def tf(name: str) -> pl.Expr:
+        c = pl.col(name)
+        return c.clip(lower_bound=0).log1p() if name in LOG1P_NUMERIC else c
+
+    stats_q = raw.select(
+        *[tf(n).mean().alias(f"{n}__mean") for n, _ in num_feats],
+        *[tf(n).std().alias(f"{n}__std") for n, _ in num_feats],
+        pl.col("y").cast(pl.Float64).mean().alias("y__mean"),
+        pl.col("y").cast(pl.Float64).std().alias("y__std"),
+        pl.len().alias("n"),
+    )
+    learned = [n for n, _ in cat_feats if n not in FIXED_VOCAB]
+    vocab_q = [
+        raw.group_by(pl.col(n).alias("value"))
+        .agg(pl.len().alias("count"))
+        .drop_nulls("value")
+        .filter(pl.col("count") >= cfg.min_count)
+        .sort(["count", "value"], descending=[True, False])
+        .head(cfg.max_vocab)
+        for n in learned
+    ]
+    stats, *vocabs = pl.collect_all([stats_q, *vocab_q])
+    s = stats.row(0, named=True)
+
+    def finite(v: Any, default: float) -> float:
+        return float(v) if v is not None and math.isfinite(v) else default
+
+    numeric = tuple(
+        NumericFeature(
+            name=n,
+            mean=finite(s[f"{n}__mean"], 0.0),
+            # a constant (or all-null) column scales by 1, not by 0
+            std=finite(s[f"{n}__std"], 1.0) if finite(s[f"{n}__std"], 0.0) > 1e-12 else 1.0,
+            transform="log1p" if n in LOG1P_NUMERIC else "none",
+            group=g,
+        )
+        for n, g in num_feats
+    )
+    vocab_of = dict(zip(learned, vocabs, strict=True))
+    categorical = tuple(
+        CategoricalFeature(
+            name=n,
+            values=FIXED_VOCAB[n] if n in FIXED_VOCAB else tuple(vocab_of[n]["value"].to_list()),
+            group=g,
+        )
+        for n, g in cat_feats
+    )
+    target = Target(
+        name=cfg.target,
+        transform=cfg.target_transform,
+        mean=finite(s["y__mean"], 0.0),
+        std=finite(s["y__std"], 1.0),
+    )
+    return FeatureSpec(
+        numeric=numeric,
+        categorical=categorical,
+        target=target,
+        city_centers=centers,
+        config=cfg.to_dict(),
+        n_train=int(s["n"]),
+    )
+
+
+def _known_centers(spec: FeatureSpec, cities: Sequence[str]) -> dict[str, tuple[float, float]]:
+    """The spec's centers, plus known real/synthetic city centers for cities unseen at fit time."""
+    centers = dict(spec.city_centers)
+    for c in cities:
+        if c is None or c in centers:
+            continue
+        try:
+            b = city_bounds(c)
+        except ValueError as e:
+            raise DataError(
+                f"city {c!r} was not in the training data and has no known center; "
+                f"fit the features on data that includes it ({e})"
+            ) from e
+        centers[c] = (b.center_lat, b.center_lon)
+    return centers
+
+
+def transform(lf: pl.LazyFrame, spec: FeatureSpec) -> pl.LazyFrame:
+    """Apply a fitted spec: numeric columns standardized (Float32, missing -> 0), categorical columns
+    as vocabulary indices (Int32, unknown/missing -> 0), plus ``y`` and ``pickup_ts``."""
+    cfg = FeatureConfig.of(spec.config)
+    cities = lf.select(pl.col("city").unique()).collect()["city"].to_list()
+    raw = raw_features(lf, cfg, _known_centers(spec, cities))
+    num = []
+    for f in spec.numeric:
+        c = pl.col(f.name)
+        c = c.clip(lower_bound=0).log1p() if f.transform == "log1p" else c
+        z = ((c - f.mean) / f.std).fill_nan(None).fill_null(0.0)
+        num.append(z.cast(pl.Float32).alias(f.name))
+    cat = [
+        pl.col(f.name)
+        .replace_strict(list(f.values), list(range(1, f.cardinality)), default=0, return_dtype=pl.Int32)
+        .fill_null(0)
+        .alias(f.name)
+        for f in spec.categorical
+    ]
+    return raw.select(*num, *cat, "y", "pickup_ts")
+
+
+def to_arrays(df: pl.DataFrame, spec: FeatureSpec) -> dict[str, np.ndarray]:
+    """Model-ready arrays from a transformed frame: ``x_num (N, F) float32``, ``x_cat (N, C) int32``,
+    ``y (N,) float32`` (NaN where unlabeled) and ``pickup_ts (N,) int64``."""
+    n = df.height
+
+    def block(names: list[str], dtype: type) -> np.ndarray:
+        if not names:
+            return np.zeros((n, 0), dtype=dtype)
+        return np.ascontiguousarray(df.select(names).to_numpy(), dtype=dtype)
+
+    return {
+        "x_num": block(spec.numeric_names, np.float32),
+        "x_cat": block(spec.categorical_names, np.int32),
+        "y": df["y"].fill_null(float("nan")).to_numpy().astype(np.float32, copy=False),
+        "pickup_ts": df["pickup_ts"].to_numpy().astype(np.int64, copy=False),
+    }

@@ -1,0 +1,34 @@
+"""Shared fixtures. Real-data tests use ``shared_data``: the folder in ``$TABXFER_DATA_DIR`` or, by default,
+``<repo>/../shared/data``; they skip with the reason when it is absent (a fresh clone has no data; CI does)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def shared_data_dir() -> Path:
+    return Path(os.environ.get("TABXFER_DATA_DIR", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    root = shared_data_dir()
+    if not root.is_dir():
+        pytest.skip(
+            f"real trip data not found at {root} (set TABXFER_DATA_DIR to the folder holding "
+            "nyc_taxi_trip_duration_kaggle/, nyc_tlc_green_trips/, ...)"
+        )
+    return root
+
+
+def require_dataset(root: Path, name: str) -> Path:
+    """``root/name`` or skip, naming what is missing."""
+    path = root / name
+    if not path.exists():
+        pytest.skip(f"real dataset {name!r} not found under {root}")
+    return path
