@@ -32,3 +32,11 @@ def require_dataset(root: Path, name: str) -> Path:
     if not path.exists():
         pytest.skip(f"real dataset {name!r} not found under {root}")
     return path
+
+
+@pytest.fixture
+def trips():
+    """2,000 canonical-schema NYC-like trips (polars DataFrame)."""
+    from factories import make_trips
+
+    return make_trips()

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
 import polars as pl
 
 import tabxfer
@@ -22,6 +23,7 @@ from tabxfer.data.fingerprint import fingerprint
 from tabxfer.data.schema import DataError, DropReport
 from tabxfer.features import pipeline
 from tabxfer.features.cache import TensorCache, write_cache
+from tabxfer.features.spec import FeatureSpec
 from tabxfer.features.splits import SPLITS, SplitConfig, assign_split
 
 log = logging.getLogger(__name__)
@@ -65,6 +67,27 @@ def build_cache(
         return TensorCache.open(path)
 
     t0 = time.perf_counter()
+    spec, splits, reports, n_loaded = featurize(sources, feats, spl)
+    seconds = time.perf_counter() - t0
+    manifest = {
+        "fingerprint": key,
+        "name": name,
+        "created_unix": time.time(),
+        "inputs": desc,
+        "drop_reports": reports,
+        "rows": {"loaded": n_loaded, **{s: len(a["y"]) for s, a in splits.items()}},
+        "seconds_to_featurize": round(seconds, 3),
+    }
+    cache = write_cache(path, spec, splits, manifest)
+    log.info("tensor cache written: %s (%s rows, %.1f s)", path, f"{n_loaded:,}", time.perf_counter() - t0)
+    return cache
+
+
+def featurize(
+    sources: Mapping[str, Source], features: pipeline.FeatureConfig, split: SplitConfig
+) -> tuple[FeatureSpec, dict[str, dict[str, np.ndarray]], dict[str, Any], int]:
+    """Load every source, split, fit on train, transform: ``(spec, arrays per split, drop reports,
+    rows loaded)``. Nothing is written."""
     frames, reports = [], {}
     for src_name, src in sources.items():
         df, rep = src.load()
@@ -74,28 +97,17 @@ def build_cache(
     df = pl.concat(frames, how="diagonal_relaxed") if len(frames) > 1 else frames[0]
     if df.height == 0:
         raise DataError(f"every row of every source was dropped: {reports}")
-    t_load = time.perf_counter() - t0
-
-    df = assign_split(df, spl)
-    train = df.lazy().filter(pl.col("split") == "train")
-    spec = pipeline.fit(train, feats)
-    feat = pipeline.transform(df.lazy(), spec).collect()
-    splits = {}
-    for s in SPLITS:
-        mask = (df["split"] == s).to_numpy()
-        if mask.any():
-            splits[s] = pipeline.to_arrays(feat.filter(mask), spec)
-    t_feat = time.perf_counter() - t0 - t_load
-
-    manifest = {
-        "fingerprint": key,
-        "name": name,
-        "created_unix": time.time(),
-        "inputs": desc,
-        "drop_reports": reports,
-        "rows": {"loaded": df.height, **{s: len(a["y"]) for s, a in splits.items()}},
-        "seconds": {"load": round(t_load, 3), "featurize": round(t_feat, 3)},
-    }
-    cache = write_cache(path, spec, splits, manifest)
-    log.info("tensor cache written: %s (%s rows, %.1f s)", path, f"{df.height:,}", time.perf_counter() - t0)
-    return cache
+    df = assign_split(df, split)
+    is_train = df["split"] == "train"
+    # raw features once for every row; statistics from the training rows only
+    centers = pipeline.fit_centers(df.lazy().filter(is_train))
+    raw = pipeline.raw_features(df.lazy(), features, centers).collect()
+    spec = pipeline.fit_raw(raw.filter(is_train), features, centers)
+    arrays = pipeline.to_arrays(pipeline.scale(raw.lazy(), spec).collect(), spec)
+    codes = df["split"].to_physical().to_numpy()
+    out = {}
+    for code, s in enumerate(SPLITS):
+        (index,) = np.nonzero(codes == code)
+        if index.size:
+            out[s] = {k: v[index] for k, v in arrays.items()}
+    return spec, out, reports, df.height

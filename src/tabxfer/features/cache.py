@@ -78,7 +78,9 @@ class TensorCache:
         except FileNotFoundError as e:
             raise FileNotFoundError(f"{p} is not a tabxfer tensor cache (missing {e.filename})") from e
         if manifest.get("cache_version") != CACHE_VERSION:
-            raise ValueError(f"{p}: cache version {manifest.get('cache_version')!r}, expected {CACHE_VERSION}")
+            raise ValueError(
+                f"{p}: cache version {manifest.get('cache_version')!r}, expected {CACHE_VERSION}"
+            )
         return cls(p, spec, manifest)
 
 

@@ -30,11 +30,11 @@ from tabxfer.features.spec import CategoricalFeature, FeatureSpec, NumericFeatur
 TWO_PI = 2 * math.pi
 # Categoricals with a fixed domain: their vocabulary does not depend on the training data, so a small
 # training split that lacks, say, 4 a.m. still gives 4 a.m. its own slot.
-FIXED_VOCAB: dict[str, tuple[str, ...]] = {
-    "hour": tuple(str(h) for h in range(24)),
-    "weekday": tuple(str(d) for d in range(7)),  # 0 = Monday
-    "month": tuple(str(m) for m in range(1, 13)),
-    "holiday": ("0", "1"),
+FIXED_VOCAB: dict[str, tuple[int, ...]] = {
+    "hour": tuple(range(24)),
+    "weekday": tuple(range(7)),  # 0 = Monday
+    "month": tuple(range(1, 13)),
+    "holiday": (0, 1),
 }
 LOG1P_NUMERIC = {"dist_km", "manhattan_km"}  # heavy-tailed, positive: log1p before standardizing
 
@@ -92,7 +92,9 @@ class FeatureConfig:
         unknown = set(cfg) - known
         if unknown:
             raise ValueError(f"unknown feature option(s) {sorted(unknown)}; expected {sorted(known)}")
-        d = {k: (tuple(v) if isinstance(v, Sequence) and not isinstance(v, str) else v) for k, v in cfg.items()}
+        d = {
+            k: (tuple(v) if isinstance(v, Sequence) and not isinstance(v, str) else v) for k, v in cfg.items()
+        }
         return cls(**d)
 
     def to_dict(self) -> dict[str, Any]:
@@ -139,17 +141,25 @@ def _centers_expr(centers: Mapping[str, tuple[float, float]], i: int) -> pl.Expr
 def raw_features(
     lf: pl.LazyFrame, cfg: FeatureConfig, centers: Mapping[str, tuple[float, float]]
 ) -> pl.LazyFrame:
-    """Feature columns before scaling/vocabularies (numeric as Float64, categoricals as String), plus
-    ``y`` (the transformed target, Float32) and ``pickup_ts`` (Unix seconds of the local wall time)."""
+    """Feature columns before scaling/vocabularies (numeric Float64; categoricals as Int32 codes or
+    Strings), plus ``y`` (the transformed target, Float32) and ``pickup_ts`` (Unix seconds, local time).
+
+    Built in stages (``with_columns``) so that shared terms (the local frame, the hour) are computed once.
+    """
     have = set(lf.collect_schema().names())
     lat0, lon0 = _centers_expr(centers, 0), _centers_expr(centers, 1)
-    kx = KM_PER_DEG_LAT * (lat0.radians().cos())  # km per degree of longitude at the city's latitude
-
-    plat, plon, dlat, dlon = (pl.col(c) for c in ("pickup_lat", "pickup_lon", "dropoff_lat", "dropoff_lon"))
-    px, py = (plon - lon0) * kx, (plat - lat0) * KM_PER_DEG_LAT
-    dx, dy = (dlon - lon0) * kx, (dlat - lat0) * KM_PER_DEG_LAT
     t = pl.col("pickup_time")
-    hour_f = t.dt.hour() + t.dt.minute() / 60.0
+    lf = lf.with_columns(
+        lat0.alias("_lat0"), lon0.alias("_lon0"), (t.dt.hour() + t.dt.minute() / 60.0).alias("_hour_f")
+    ).with_columns((KM_PER_DEG_LAT * pl.col("_lat0").radians().cos()).alias("_kx"))
+    lf = lf.with_columns(
+        ((pl.col("pickup_lon") - pl.col("_lon0")) * pl.col("_kx")).alias("_px"),
+        ((pl.col("pickup_lat") - pl.col("_lat0")) * KM_PER_DEG_LAT).alias("_py"),
+        ((pl.col("dropoff_lon") - pl.col("_lon0")) * pl.col("_kx")).alias("_dx"),
+        ((pl.col("dropoff_lat") - pl.col("_lat0")) * KM_PER_DEG_LAT).alias("_dy"),
+    )
+    px, py, dx, dy, hour_f = (pl.col(c) for c in ("_px", "_py", "_dx", "_dy", "_hour_f"))
+    plat, plon, dlat, dlon = (pl.col(c) for c in ("pickup_lat", "pickup_lon", "dropoff_lat", "dropoff_lon"))
 
     num: list[pl.Expr] = []
     if cfg.distances:
@@ -187,9 +197,9 @@ def raw_features(
     cat: list[pl.Expr] = []
     if cfg.time:
         cat += [
-            t.dt.hour().cast(pl.String).alias("hour"),
-            (t.dt.weekday() - 1).cast(pl.String).alias("weekday"),
-            t.dt.month().cast(pl.String).alias("month"),
+            t.dt.hour().cast(pl.Int32).alias("hour"),
+            (t.dt.weekday() - 1).cast(pl.Int32).alias("weekday"),
+            t.dt.month().cast(pl.Int32).alias("month"),
         ]
     if cfg.holidays:
         cat.append(_holiday_expr(t))
@@ -208,15 +218,26 @@ def raw_features(
 def _holiday_expr(t: pl.Expr) -> pl.Expr:
     # 1970..2099 covers every trip record that exists; the list is ~1,400 dates.
     days = pl.Series(holidays_between(1970, 2099), dtype=pl.Date)
-    return t.dt.date().is_in(days.implode()).cast(pl.Int8).cast(pl.String).alias("holiday")
+    return t.dt.date().is_in(days.implode()).cast(pl.Int32).alias("holiday")
+
+
+def cell_code(i: int, j: int, cfg: FeatureConfig) -> int:
+    """The integer code of grid cell ``(i, j)`` (``i = floor(x / cell_km)``, same for ``j``); -1 = far.
+
+    >>> cell_code(0, 0, FeatureConfig(cell_km=1.0, cell_radius_km=30.0))
+    1891
+    """
+    r = math.ceil(cfg.cell_radius_km / cfg.cell_km)
+    return (i + r) * (2 * r + 1) + (j + r)
 
 
 def _cell_expr(x: pl.Expr, y: pl.Expr, cfg: FeatureConfig) -> pl.Expr:
-    """``"i_j"`` grid cell of a local-frame point; everything beyond the radius is ``"far"``."""
-    i = (x / cfg.cell_km).floor().cast(pl.Int32).cast(pl.String)
-    j = (y / cfg.cell_km).floor().cast(pl.Int32).cast(pl.String)
+    """Grid cell code of a local-frame point (see :func:`cell_code`); beyond the radius: -1 ("far")."""
+    r = math.ceil(cfg.cell_radius_km / cfg.cell_km)
+    i = (x / cfg.cell_km).floor().cast(pl.Int32)
+    j = (y / cfg.cell_km).floor().cast(pl.Int32)
     far = (x.abs() > cfg.cell_radius_km) | (y.abs() > cfg.cell_radius_km)
-    return pl.when(far).then(pl.lit("far")).otherwise(i + "_" + j)
+    return pl.when(far).then(pl.lit(-1, pl.Int32)).otherwise((i + r) * (2 * r + 1) + (j + r)).cast(pl.Int32)
 
 
 def fit_centers(train: pl.LazyFrame) -> dict[str, tuple[float, float]]:
@@ -234,34 +255,39 @@ def fit(train: pl.LazyFrame, cfg: FeatureConfig | Mapping[str, Any] | None = Non
     """Fit centers, scalers and vocabularies on the training rows (canonical schema) only."""
     cfg = FeatureConfig.of(cfg)
     centers = fit_centers(train)
-    if not centers:
+    return fit_raw(raw_features(train, cfg, centers).collect(), cfg, centers)
+
+
+def fit_raw(
+    raw: pl.DataFrame, cfg: FeatureConfig, centers: Mapping[str, tuple[float, float]]
+) -> FeatureSpec:
+    """:func:`fit` on training rows already passed through :func:`raw_features` with ``centers``."""
+    if not centers or raw.height == 0:
         raise DataError("cannot fit features: the training split is empty")
-    raw = raw_features(train, cfg, centers)
     num_feats, cat_feats = cfg.numeric_features(), cfg.categorical_features()
 
     def tf(name: str) -> pl.Expr:
         c = pl.col(name)
         return c.clip(lower_bound=0).log1p() if name in LOG1P_NUMERIC else c
 
-    stats_q = raw.select(
+    s = raw.select(
         *[tf(n).mean().alias(f"{n}__mean") for n, _ in num_feats],
         *[tf(n).std().alias(f"{n}__std") for n, _ in num_feats],
         pl.col("y").cast(pl.Float64).mean().alias("y__mean"),
         pl.col("y").cast(pl.Float64).std().alias("y__std"),
         pl.len().alias("n"),
-    )
+    ).row(0, named=True)
     learned = [n for n, _ in cat_feats if n not in FIXED_VOCAB]
-    vocab_q = [
-        raw.group_by(pl.col(n).alias("value"))
+    vocab_of = {
+        n: raw.group_by(pl.col(n).alias("value"))
         .agg(pl.len().alias("count"))
         .drop_nulls("value")
         .filter(pl.col("count") >= cfg.min_count)
         .sort(["count", "value"], descending=[True, False])
-        .head(cfg.max_vocab)
+        .head(cfg.max_vocab)["value"]
+        .to_list()
         for n in learned
-    ]
-    stats, *vocabs = pl.collect_all([stats_q, *vocab_q])
-    s = stats.row(0, named=True)
+    }
 
     def finite(v: Any, default: float) -> float:
         return float(v) if v is not None and math.isfinite(v) else default
@@ -277,13 +303,8 @@ def fit(train: pl.LazyFrame, cfg: FeatureConfig | Mapping[str, Any] | None = Non
         )
         for n, g in num_feats
     )
-    vocab_of = dict(zip(learned, vocabs, strict=True))
     categorical = tuple(
-        CategoricalFeature(
-            name=n,
-            values=FIXED_VOCAB[n] if n in FIXED_VOCAB else tuple(vocab_of[n]["value"].to_list()),
-            group=g,
-        )
+        CategoricalFeature(name=n, values=FIXED_VOCAB.get(n) or tuple(vocab_of[n]), group=g)
         for n, g in cat_feats
     )
     target = Target(
@@ -296,7 +317,7 @@ def fit(train: pl.LazyFrame, cfg: FeatureConfig | Mapping[str, Any] | None = Non
         numeric=numeric,
         categorical=categorical,
         target=target,
-        city_centers=centers,
+        city_centers=dict(centers),
         config=cfg.to_dict(),
         n_train=int(s["n"]),
     )
@@ -320,11 +341,15 @@ def _known_centers(spec: FeatureSpec, cities: Sequence[str]) -> dict[str, tuple[
 
 
 def transform(lf: pl.LazyFrame, spec: FeatureSpec) -> pl.LazyFrame:
-    """Apply a fitted spec: numeric columns standardized (Float32, missing -> 0), categorical columns
-    as vocabulary indices (Int32, unknown/missing -> 0), plus ``y`` and ``pickup_ts``."""
+    """Apply a fitted spec to trips (canonical schema): numeric columns standardized (Float32, missing
+    -> 0), categorical columns as vocabulary indices (Int32, unknown/missing -> 0), ``y``, ``pickup_ts``."""
     cfg = FeatureConfig.of(spec.config)
     cities = lf.select(pl.col("city").unique()).collect()["city"].to_list()
-    raw = raw_features(lf, cfg, _known_centers(spec, cities))
+    return scale(raw_features(lf, cfg, _known_centers(spec, cities)), spec)
+
+
+def scale(raw: pl.LazyFrame, spec: FeatureSpec) -> pl.LazyFrame:
+    """The second half of :func:`transform`: raw feature columns -> model inputs."""
     num = []
     for f in spec.numeric:
         c = pl.col(f.name)

@@ -35,7 +35,7 @@ class NumericFeature:
 @dataclasses.dataclass(frozen=True)
 class CategoricalFeature:
     name: str
-    values: tuple[str, ...]  # index i + 1 <-> values[i]; 0 = unknown/missing
+    values: tuple[str | int, ...]  # index i + 1 <-> values[i]; 0 = unknown/missing
     group: str = "trip"
 
     @property
@@ -44,7 +44,7 @@ class CategoricalFeature:
 
     def index(self, value: Any) -> int:
         try:
-            return self.values.index(str(value)) + 1
+            return self.values.index(value) + 1
         except ValueError:
             return 0
 

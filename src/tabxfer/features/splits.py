@@ -19,6 +19,7 @@ import polars as pl
 from tabxfer.data.schema import DataError
 
 SPLITS = ("train", "val", "test")
+SPLIT_DTYPE = pl.Enum(SPLITS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,7 +48,7 @@ class SplitConfig:
 
 
 def assign_split(df: pl.DataFrame, cfg: SplitConfig | Mapping[str, Any] | None = None) -> pl.DataFrame:
-    """``df`` with a ``split`` column (String: train/val/test)."""
+    """``df`` with a ``split`` column (``Enum(["train", "val", "test"])``)."""
     cfg = SplitConfig.of(cfg)
     if cfg.kind == "column":
         if cfg.column not in df.columns:
@@ -58,11 +59,12 @@ def assign_split(df: pl.DataFrame, cfg: SplitConfig | Mapping[str, Any] | None =
                 f"{bad.height} rows have a split value outside {SPLITS}: {bad[cfg.column].unique().to_list()[:5]}",
                 column=cfg.column,
             )
-        return df.with_columns(pl.col(cfg.column).cast(pl.String).alias("split"))
+        return df.with_columns(pl.col(cfg.column).cast(pl.String).cast(SPLIT_DTYPE).alias("split"))
     if cfg.kind == "random":
         u = np.random.default_rng(cfg.seed).random(df.height)
-        lab = np.where(u < cfg.test, 2, np.where(u < cfg.test + cfg.val, 1, 0))
-        return df.with_columns(pl.Series("split", np.array(SPLITS)[lab], dtype=pl.String))
+        lab = np.where(u < cfg.test, 2, np.where(u < cfg.test + cfg.val, 1, 0)).astype(np.uint8)
+        split = pl.Series("split", lab).replace_strict([0, 1, 2], list(SPLITS), return_dtype=SPLIT_DTYPE)
+        return df.with_columns(split)
     return df.with_columns(_time_split(df, cfg))
 
 
@@ -99,5 +101,5 @@ def _time_split(df: pl.DataFrame, cfg: SplitConfig) -> pl.Expr:
     if val_start is not None:
         expr = expr.when(t >= val_start).then(pl.lit("val"))
     if expr is pl:
-        return pl.lit("train").alias("split")
-    return expr.otherwise(pl.lit("train")).alias("split")
+        return pl.lit("train").cast(SPLIT_DTYPE).alias("split")
+    return expr.otherwise(pl.lit("train")).cast(SPLIT_DTYPE).alias("split")

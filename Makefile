@@ -1,0 +1,38 @@
+# The verbs people type. Everything runs in .venv (made by `make install`).
+PY ?= .venv/bin/python
+ARGS ?=
+
+.PHONY: help install test test-fast lint format typecheck data bench train sweep export clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+install:  ## create .venv and install tabxfer with its dev extras (CPU torch)
+	bash scripts/setup.sh
+
+test:  ## run the test suite (ARGS="-k synthetic" to select)
+	bash scripts/test.sh $(ARGS)
+
+test-fast:  ## the suite without slow and real-data tests
+	bash scripts/test.sh -m "not slow and not real_data" $(ARGS)
+
+lint:  ## ruff lint + format check
+	$(PY) -m ruff check . && $(PY) -m ruff format --check .
+
+format:  ## ruff fix + format
+	$(PY) -m ruff check --fix . && $(PY) -m ruff format .
+
+typecheck:  ## mypy on src/
+	$(PY) -m mypy
+
+data:  ## build the tensor cache of a dataset (ARGS="data=nyc_kaggle")
+	$(PY) prepare_data.py $(ARGS)
+
+bench:  ## featurization benchmark vs pandas (needs: pip install -e .[bench])
+	$(PY) scripts/bench_featurize.py $(ARGS)
+
+train sweep export:  ## arrive with issues 3-5 (models, sweeps, ONNX export)
+	@echo "'make $@' is not available yet: see README 'Status'" && exit 2
+
+clean:  ## remove caches and run logs (never data)
+	rm -rf .cache logs outputs multirun .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,37 @@
+"""Builders of small test inputs, importable from any test (tests/ is on sys.path via its conftest)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import polars as pl
+
+from tabxfer.data.schema import CORE_SCHEMA
+
+
+def make_trips(n: int = 2000, seed: int = 0, city: str = "nyc", center=(40.75, -73.98)) -> pl.DataFrame:
+    """Canonical-schema trips around ``center``: enough structure to fit features on."""
+    rng = np.random.default_rng(seed)
+    start = dt.datetime(2016, 1, 1)
+    t = [start + dt.timedelta(seconds=int(s)) for s in rng.integers(0, 150 * 86400, n)]
+    plat, plon = center[0] + rng.normal(0, 0.03, n), center[1] + rng.normal(0, 0.03, n)
+    dlat, dlon = plat + rng.normal(0, 0.02, n), plon + rng.normal(0, 0.02, n)
+    df = pl.DataFrame(
+        {
+            "trip_id": [f"t{i}" for i in range(n)],
+            "source": "test",
+            "city": city,
+            "mode": "taxi",
+            "vendor": rng.choice(["1", "2"], n).tolist(),
+            "pickup_time": t,
+            "pickup_lat": plat,
+            "pickup_lon": plon,
+            "dropoff_lat": dlat,
+            "dropoff_lon": dlon,
+            "passenger_count": rng.integers(1, 5, n),
+            "duration_s": rng.lognormal(6.4, 0.7, n),
+            "store_and_fwd_flag": rng.choice(["N", "Y"], n, p=[0.99, 0.01]).tolist(),
+        }
+    )
+    return df.cast(CORE_SCHEMA)  # type: ignore[arg-type]
