@@ -98,14 +98,21 @@ class Validation:
         rules.append((pc.is_not_null() & ~pc.is_between(0, self.max_passengers), "bad_passenger_count"))
         return first_reason(rules)
 
-    def duplicate_reason(self, columns: list[str], *, has_ids: bool) -> pl.Expr | None:
-        """Reason for repeated rows (all data columns equal) and repeated source ids; first one kept."""
+    def duplicate_reason(
+        self, columns: list[str], *, has_ids: bool, among: pl.Expr | None = None
+    ) -> pl.Expr | None:
+        """Reason for repeated rows (all data columns equal) and repeated source ids; first one kept.
+
+        ``among``: only rows where it holds compete for "first occurrence" (a copy dropped for another
+        reason must not make a good copy a duplicate); its value on the other rows is meaningless.
+        """
         if not self.dedupe:
             return None
         data_cols = [c for c in columns if c != "trip_id" and not c.startswith("_")]
-        rules = [(~pl.struct(data_cols).is_first_distinct(), "duplicate_row")]
+        flag = [among.fill_null(False).alias("__among")] if among is not None else []
+        rules = [(~pl.struct(*data_cols, *flag).is_first_distinct(), "duplicate_row")]
         if has_ids:
-            rules.append((~pl.col("trip_id").is_first_distinct(), "duplicate_id"))
+            rules.append((~pl.struct("trip_id", *flag).is_first_distinct(), "duplicate_id"))
         return first_reason(rules)
 
 

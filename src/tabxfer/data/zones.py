@@ -42,14 +42,15 @@ def _load(path: str, mtime_ns: int) -> pl.DataFrame:
     lon = rp.require("centroid_lon", "lon", "lng", "longitude", what="centroid_lon")
     area = rp.find("area_sqft_from_polygon", "Shape_Area", "area")
     name, borough = rp.find("zone", "Zone"), rp.find("borough", "Borough")
-    df = raw.select(
+    exprs = [
         rp.int(zid, "zone_id", pl.Int32()),
         rp.float(lat, "lat"),
         rp.float(lon, "lon"),
         (rp.float(area, "w") if area else pl.lit(1.0).alias("w")),
         rp.string(name, "zone"),
         rp.string(borough, "borough"),
-    ).collect()
+    ]
+    df = rp.materialize(raw).select(exprs).collect()
     bad = df.filter(pl.any_horizontal(pl.col("zone_id", "lat", "lon").is_null()))
     if bad.height:
         raise DataError(f"{bad.height} zone rows lack an id or coordinates", file=path, column="zone_id/lat/lon")

@@ -15,7 +15,13 @@ import polars as pl
 from tabxfer.data.schema import DataError
 from tabxfer.data.sources.base import RowParser, TripSource
 
-DATETIME_FORMATS = ("%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S%.f")
+DATETIME_FORMATS = (
+    "%Y-%m-%d %H:%M:%S",
+    "%Y-%m-%dT%H:%M:%S",
+    "%Y-%m-%d %H:%M:%S%.f",
+    "%Y-%m-%dT%H:%M:%S%.f",
+)
+LOCAL_TZ = "America/New_York"  # time-zone-aware (e.g. UTC) Parquet datetimes are converted to it
 
 
 @dataclasses.dataclass
@@ -33,7 +39,7 @@ class KaggleNYCTaxi(TripSource):
     extra: ClassVar[dict[str, pl.DataType]] = {"store_and_fwd_flag": pl.String()}
 
     def parse(self, p: RowParser) -> list[pl.Expr]:
-        pickup = p.datetime(p.require("pickup_datetime"), "pickup_time", DATETIME_FORMATS)
+        pickup = p.datetime(p.require("pickup_datetime"), "pickup_time", DATETIME_FORMATS, LOCAL_TZ)
         exprs = [
             p.string(p.require("id"), "trip_id"),
             p.string(p.require("vendor_id"), "vendor"),
@@ -49,7 +55,7 @@ class KaggleNYCTaxi(TripSource):
         if dur_col is not None:
             exprs.append(p.float(dur_col, "duration_s"))
         elif drop_col is not None:
-            dropoff = p.datetime(drop_col, "dropoff_time", DATETIME_FORMATS)
+            dropoff = p.datetime(drop_col, "dropoff_time", DATETIME_FORMATS, LOCAL_TZ)
             exprs.append(((dropoff - pickup).dt.total_microseconds() / 1e6).alias("duration_s"))
         elif self.labeled:
             raise DataError(

@@ -33,7 +33,19 @@ DATETIME_FORMATS = (
     "%Y-%m-%dT%H:%M:%S",
     "%Y-%m-%d %H:%M:%S%.f",
     "%m/%d/%Y %H:%M",
+    "%Y-%m-%dT%H:%M:%S%.f",
 )
+LOCAL_TZ = "America/New_York"  # time-zone-aware (e.g. UTC) Parquet datetimes are converted to it
+# 2009-2014 yellow files name the payment type ("CASH", "Credit", "CRD", "No Charge", ...); later files
+# use these codes (lower-cased, stripped names -> code).
+PAYMENT_CODES = {
+    **dict.fromkeys(("credit", "crd", "cre"), 1),
+    **dict.fromkeys(("cash", "csh", "cas"), 2),
+    **dict.fromkeys(("no charge", "noc", "no"), 3),
+    **dict.fromkeys(("dispute", "dis"), 4),
+    **dict.fromkeys(("unknown", "unk"), 5),
+    "voided": 6,
+}
 
 # (pickup, dropoff) datetime column candidates, per service, in the order the eras used them.
 TIME_COLUMNS = {
@@ -61,6 +73,19 @@ def detect_service(p: RowParser) -> str:
         f"the file has {p.schema.names()}",
         file=str(p.path),
     )
+
+
+def _payment_type(p: RowParser, col: str) -> pl.Expr:
+    """Payment codes from numbers (2015+) or names (2009-2014); anything else is unparseable."""
+    num = p.int(col, "payment_type", pl.Int16())
+    if p.schema[col] != pl.String:
+        return num
+    p.rules.pop()  # a name is no failure: re-check below
+    s = pl.col(col).str.strip_chars().str.to_lowercase()
+    named = s.replace_strict(PAYMENT_CODES, default=None, return_dtype=pl.Int16)
+    code = pl.coalesce(num, named)
+    p.fail((s != "") & code.is_null(), "unparseable:payment_type", pl.col(col))
+    return code.alias("payment_type")
 
 
 @dataclasses.dataclass
@@ -91,14 +116,18 @@ class TLCTrips(TripSource):
     def parse(self, p: RowParser) -> list[pl.Expr]:
         service = detect_service(p)
         pu_names, do_names = TIME_COLUMNS[service]
-        pickup = p.datetime(p.require(*pu_names, what="pickup datetime"), "pickup_time", DATETIME_FORMATS)
+        pickup = p.datetime(
+            p.require(*pu_names, what="pickup datetime"), "pickup_time", DATETIME_FORMATS, LOCAL_TZ
+        )
         exprs = [pickup]
 
         trip_time = p.find("trip_time") if service == "hvfhv" else None
         if trip_time is not None:
             exprs.append(p.float(trip_time, "duration_s"))
         else:
-            dropoff = p.datetime(p.require(*do_names, what="dropoff datetime"), "dropoff_time", DATETIME_FORMATS)
+            dropoff = p.datetime(
+                p.require(*do_names, what="dropoff datetime"), "dropoff_time", DATETIME_FORMATS, LOCAL_TZ
+            )
             exprs.append(((dropoff - pickup).dt.total_microseconds() / 1e6).alias("duration_s"))
 
         color = p.find("color")
@@ -116,7 +145,7 @@ class TLCTrips(TripSource):
         for names, out, kind in (
             (("trip_distance", "Trip_Distance", "trip_miles"), "trip_distance_km", "miles"),
             (("fare_amount", "Fare_Amt", "base_passenger_fare"), "fare_amount", "float"),
-            (("payment_type", "Payment_Type"), "payment_type", "int"),
+            (("payment_type", "Payment_Type"), "payment_type", "payment"),
             (("RatecodeID", "RateCodeID", "rate_code", "Rate_Code"), "rate_code", "int"),
             (("store_and_fwd_flag", "store_and_forward"), "store_and_fwd_flag", "str"),
         ):
@@ -129,6 +158,8 @@ class TLCTrips(TripSource):
                 exprs.append(p.float(col, out))
             elif kind == "int":
                 exprs.append(p.int(col, out, pl.Int16()))
+            elif kind == "payment":
+                exprs.append(_payment_type(p, col))
             elif p.schema[col] == pl.String:  # TLC 2009 wrote flags as 0/1 or "Y"/"N"
                 exprs.append(p.string(col, out))
             else:
