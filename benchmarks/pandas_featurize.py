@@ -62,6 +62,7 @@ def canonical(raw: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
     km = haversine(df.pickup_lat.to_numpy(), df.pickup_lon.to_numpy(), df.dropoff_lat.to_numpy(),
                    df.dropoff_lon.to_numpy())  # fmt: skip
     pc = df["passenger_count"].to_numpy()
+
     def unparseable(parsed: pd.Series, src: str) -> np.ndarray:
         return (parsed.isna() & raw[src].notna()).to_numpy()
 
@@ -99,11 +100,20 @@ def haversine(lat1, lon1, lat2, lon2):  # type: ignore[no-untyped-def]
 def raw_features(df: pd.DataFrame, center: tuple[float, float]) -> pd.DataFrame:
     lat0, lon0 = center
     kx = KM_PER_DEG_LAT * math.cos(math.radians(lat0))
-    plat, plon, dlat, dlon = (df[c].to_numpy() for c in ["pickup_lat", "pickup_lon", "dropoff_lat", "dropoff_lon"])
-    px, py, dx, dy = (plon - lon0) * kx, (plat - lat0) * KM_PER_DEG_LAT, (dlon - lon0) * kx, (dlat - lat0) * KM_PER_DEG_LAT
+    plat, plon, dlat, dlon = (
+        df[c].to_numpy() for c in ["pickup_lat", "pickup_lon", "dropoff_lat", "dropoff_lon"]
+    )
+    px, py, dx, dy = (
+        (plon - lon0) * kx,
+        (plat - lat0) * KM_PER_DEG_LAT,
+        (dlon - lon0) * kx,
+        (dlat - lat0) * KM_PER_DEG_LAT,
+    )
     p1, p2 = np.radians(plat), np.radians(dlat)
     dl = np.radians(dlon - plon)
-    bearing = np.arctan2(np.sin(dl) * np.cos(p2), np.cos(p1) * np.sin(p2) - np.sin(p1) * np.cos(p2) * np.cos(dl))
+    bearing = np.arctan2(
+        np.sin(dl) * np.cos(p2), np.cos(p1) * np.sin(p2) - np.sin(p1) * np.cos(p2) * np.cos(dl)
+    )
     t = df["pickup_time"].dt
     hour_f = t.hour.to_numpy() + t.minute.to_numpy() / 60.0
     week_f = t.weekday.to_numpy() + hour_f / 24.0
@@ -161,12 +171,19 @@ def featurize(paths: list[Path], engine: str = "c", seed: int = 0) -> dict[str, 
             vc = tr[name].value_counts()
             vc = vc[vc >= 20].reset_index()
             vc.columns = ["value", "count"]
-            values = vc.sort_values(["count", "value"], ascending=[False, True])["value"].head(10_000).tolist()
+            values = (
+                vc.sort_values(["count", "value"], ascending=[False, True])["value"].head(10_000).tolist()
+            )
         # vectorized lookup: categorical codes are -1 for values outside the vocabulary
         x_cat[:, k] = pd.Categorical(raw[name], categories=values).codes.astype(np.int32) + 1
     y = np.log1p(df["duration_s"].to_numpy()).astype(np.float32)
     ts = (df["pickup_time"].astype("datetime64[s]").astype("int64")).to_numpy()
     return {
-        s: {"x_num": x_num[split == s], "x_cat": x_cat[split == s], "y": y[split == s], "pickup_ts": ts[split == s]}
+        s: {
+            "x_num": x_num[split == s],
+            "x_cat": x_cat[split == s],
+            "y": y[split == s],
+            "pickup_ts": ts[split == s],
+        }
         for s in ("train", "val", "test")
     }

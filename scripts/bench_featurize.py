@@ -55,7 +55,13 @@ def worker(pipeline: str, paths: list[Path], out_dir: Path) -> dict:
         np.savez(out_dir / f"{pipeline}_{s}.npz", **arrays)
     n_out = sum(len(a["y"]) for a in splits.values())
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
-    return {"seconds": seconds, "import_seconds": t_import, "n_in": n_in, "n_out": n_out, "peak_rss_mib": peak_mib}
+    return {
+        "seconds": seconds,
+        "import_seconds": t_import,
+        "n_in": n_in,
+        "n_out": n_out,
+        "peak_rss_mib": peak_mib,
+    }
 
 
 def run_worker(pipeline: str, paths: list[Path], out_dir: Path) -> dict:
@@ -87,14 +93,20 @@ def generated_csv(rows: int, work: Path) -> Path:
     if not path.exists():
         t0 = time.perf_counter()
         write_kaggle_csv(generate("nyc", rows, seed=0), path)
-        print(f"generated {rows:,} trips -> {path} ({path.stat().st_size / 2**20:.0f} MiB, {time.perf_counter() - t0:.1f} s)")
+        print(
+            f"generated {rows:,} trips -> {path} ({path.stat().st_size / 2**20:.0f} MiB, {time.perf_counter() - t0:.1f} s)"
+        )
     return path
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, default=1_500_000)
-    ap.add_argument("--data-dir", type=Path, default=Path(os.environ.get("TABXFER_DATA_DIR", REPO.parent / "shared" / "data")))
+    ap.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path(os.environ.get("TABXFER_DATA_DIR", REPO.parent / "shared" / "data")),
+    )
     ap.add_argument("--work-dir", type=Path, default=REPO / ".cache" / "bench")
     ap.add_argument("--out", type=Path, default=REPO / "bench_results" / "bench_featurize.json")
     ap.add_argument("--worker", choices=PIPELINES)
@@ -123,7 +135,9 @@ def main() -> None:
             row["agreement_vs_pandas"] = compare(out_dir, "tabxfer", "pandas")
             results.append(row)
 
-    print(f"\n{'input':44} {'pipeline':15} {'rows in':>10} {'seconds':>8} {'rows/s':>11} {'peak RSS MiB':>13} {'speed-up':>9}")
+    print(
+        f"\n{'input':44} {'pipeline':15} {'rows in':>10} {'seconds':>8} {'rows/s':>11} {'peak RSS MiB':>13} {'speed-up':>9}"
+    )
     for row in results:
         n_in = row["tabxfer"]["n_in"]
         for pipe in PIPELINES:

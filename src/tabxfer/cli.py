@@ -34,15 +34,17 @@ def _check_shared(args: argparse.Namespace) -> int:
             continue
         rep = r["report"]
         reasons = ", ".join(f"{k}={v:,}" for k, v in sorted(rep.dropped.items(), key=lambda kv: -kv[1]))
-        print(f"{r['dataset']:40} {rep.n_in:>10,} {rep.n_out:>10,} {rep.n_dropped:>8,} {r['seconds']:>8.2f}  {reasons}")
+        print(
+            f"{r['dataset']:40} {rep.n_in:>10,} {rep.n_out:>10,} {rep.n_dropped:>8,} {r['seconds']:>8.2f}  {reasons}"
+        )
     if args.json:
         out = Path(args.json)
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_suffix(out.suffix + ".tmp")
-        payload = [
-            {k: (v.to_dict() if k == "report" else v) for k, v in r.items()} for r in rows
-        ]
-        tmp.write_text(json.dumps({"data_dir": str(root), "unix_time": time.time(), "datasets": payload}, indent=1))
+        payload = [{k: (v.to_dict() if k == "report" else v) for k, v in r.items()} for r in rows]
+        tmp.write_text(
+            json.dumps({"data_dir": str(root), "unix_time": time.time(), "datasets": payload}, indent=1)
+        )
         os.replace(tmp, out)
         print(f"wrote {out}")
     return 1 if failed else 0
@@ -82,9 +84,13 @@ def _cities(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="tabxfer", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="tabxfer", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = ap.add_subparsers(dest="cmd", required=True)
-    data = sub.add_parser("data", help="real datasets and tensor caches").add_subparsers(dest="data_cmd", required=True)
+    data = sub.add_parser("data", help="real datasets and tensor caches").add_subparsers(
+        dest="data_cmd", required=True
+    )
     c = data.add_parser("check-shared", help="load every dataset in the shared data folder")
     c.add_argument("--data-dir")
     c.add_argument("--json", help="also write the reports here (JSON)")

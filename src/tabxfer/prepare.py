@@ -33,7 +33,9 @@ def describe(cache: TensorCache) -> str:
     lines = [f"tensor cache: {cache.path}", f"fingerprint:  {cache.fingerprint}"]
     for name, rep in man["drop_reports"].items():
         dropped = ", ".join(f"{k}={v:,}" for k, v in sorted(rep["dropped"].items(), key=lambda kv: -kv[1]))
-        lines.append(f"source {name}: {rep['n_in']:,} in, {rep['n_out']:,} kept" + (f" [{dropped}]" if dropped else ""))
+        lines.append(
+            f"source {name}: {rep['n_in']:,} in, {rep['n_out']:,} kept" + (f" [{dropped}]" if dropped else "")
+        )
     lines.append("rows: " + ", ".join(f"{k}={v:,}" for k, v in man["rows"].items()))
     lines.append(f"numeric ({spec.n_numeric}): {', '.join(spec.numeric_names)}")
     cats = ", ".join(f"{f.name}[{f.cardinality}]" for f in spec.categorical)

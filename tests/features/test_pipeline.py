@@ -7,12 +7,11 @@ import numpy as np
 import polars as pl
 import pytest
 
+from factories import make_trips
 from tabxfer.data.schema import DataError
 from tabxfer.features import pipeline as P
 from tabxfer.features.calendar import us_federal_holidays
 from tabxfer.features.spec import FeatureSpec
-
-from factories import make_trips
 
 CFG = {"extra_categorical": ["store_and_fwd_flag"], "min_count": 5}
 

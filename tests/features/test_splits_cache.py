@@ -13,8 +13,6 @@ from tabxfer.features.build import build_cache
 from tabxfer.features.cache import TensorCache
 from tabxfer.features.splits import SplitConfig, assign_split, time_cutoffs
 
-from factories import make_trips
-
 
 def counts(df: pl.DataFrame) -> dict[str, int]:
     return dict(df.group_by("split").len().cast({"split": pl.String}).iter_rows())

@@ -28,7 +28,9 @@ def trip_datasets(root: str | os.PathLike[str]) -> dict[str, Any]:
     return {
         "nyc_taxi_trip_duration_kaggle": S.KaggleNYCTaxi(paths=r / "nyc_taxi_trip_duration_kaggle"),
         "nyc_tlc_green_trips": S.TLCTrips(paths=r / "nyc_tlc_green_trips", zone_table=zones),
-        "nyc_tlc_yellow_2015_2016_head_samples": S.TLCTrips(paths=r / "nyc_tlc_yellow_2015_2016_head_samples"),
+        "nyc_tlc_yellow_2015_2016_head_samples": S.TLCTrips(
+            paths=r / "nyc_tlc_yellow_2015_2016_head_samples"
+        ),
         "citibike_jersey_city_trips": S.CitiBikeTrips(paths=r / "citibike_jersey_city_trips"),
         "chicago_taxi_tfx": S.ChicagoTaxiTrips(paths=r / "chicago_taxi_tfx"),
         "statsmaths_nyc_taxi_duration": S.StatsmathsNYCTaxi(paths=r / "statsmaths_nyc_taxi_duration"),
@@ -64,7 +66,9 @@ def check_shared(root: str | os.PathLike[str]) -> list[dict[str, Any]]:
             _, rep = src.load()
             rows.append({"dataset": name, "report": rep, "seconds": time.perf_counter() - t0})
         except Exception as e:  # reported per dataset; the command fails at the end
-            rows.append({"dataset": name, "error": f"{type(e).__name__}: {e}", "seconds": time.perf_counter() - t0})
+            rows.append(
+                {"dataset": name, "error": f"{type(e).__name__}: {e}", "seconds": time.perf_counter() - t0}
+            )
     for name, load in table_datasets(root).items():
         t0 = time.perf_counter()
         try:
@@ -72,5 +76,7 @@ def check_shared(root: str | os.PathLike[str]) -> list[dict[str, Any]]:
             rep = DropReport(source=name, n_in=df.height, n_out=df.height)
             rows.append({"dataset": name, "report": rep, "seconds": time.perf_counter() - t0})
         except Exception as e:
-            rows.append({"dataset": name, "error": f"{type(e).__name__}: {e}", "seconds": time.perf_counter() - t0})
+            rows.append(
+                {"dataset": name, "error": f"{type(e).__name__}: {e}", "seconds": time.perf_counter() - t0}
+            )
     return rows

@@ -65,8 +65,8 @@ class TensorCache:
     def split(self, name: str, *, mmap: bool = True) -> SplitArrays:
         if name not in self.manifest["splits"]:
             raise KeyError(f"cache {self.path} has splits {self.splits}, not {name!r}")
-        mode = "r" if mmap else None
-        arrays = {a: np.load(self.path / name / f"{a}.npy", mmap_mode=mode) for a in ARRAYS}
+        load = (lambda f: np.load(f, mmap_mode="r")) if mmap else np.load
+        arrays = {a: load(self.path / name / f"{a}.npy") for a in ARRAYS}
         return SplitArrays(**arrays)
 
     @classmethod

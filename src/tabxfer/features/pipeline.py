@@ -92,7 +92,7 @@ class FeatureConfig:
         unknown = set(cfg) - known
         if unknown:
             raise ValueError(f"unknown feature option(s) {sorted(unknown)}; expected {sorted(known)}")
-        d = {
+        d: dict[str, Any] = {
             k: (tuple(v) if isinstance(v, Sequence) and not isinstance(v, str) else v) for k, v in cfg.items()
         }
         return cls(**d)
@@ -258,9 +258,7 @@ def fit(train: pl.LazyFrame, cfg: FeatureConfig | Mapping[str, Any] | None = Non
     return fit_raw(raw_features(train, cfg, centers).collect(), cfg, centers)
 
 
-def fit_raw(
-    raw: pl.DataFrame, cfg: FeatureConfig, centers: Mapping[str, tuple[float, float]]
-) -> FeatureSpec:
+def fit_raw(raw: pl.DataFrame, cfg: FeatureConfig, centers: Mapping[str, tuple[float, float]]) -> FeatureSpec:
     """:func:`fit` on training rows already passed through :func:`raw_features` with ``centers``."""
     if not centers or raw.height == 0:
         raise DataError("cannot fit features: the training split is empty")
