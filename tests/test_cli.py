@@ -12,7 +12,7 @@ from tabxfer.data.sources import KaggleNYCTaxi
 def test_synth_writes_a_kaggle_csv_that_loads(tmp_path, capsys):
     out = tmp_path / "trips.csv"
     assert main(["synth", "--city", "nyc", "-n", "2000", "--out", str(out)]) == 0
-    df, rep = KaggleNYCTaxi(paths=out).load()
+    _, rep = KaggleNYCTaxi(paths=out).load()
     assert rep.n_in == 2000 and rep.n_out >= 1990
     assert "2,000 nyc trips" in capsys.readouterr().out
 

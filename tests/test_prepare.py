@@ -39,7 +39,12 @@ def test_every_data_config_instantiates_its_sources(name, tmp_path):
 
 
 def test_split_and_feature_overrides_reach_the_cache(tmp_path):
-    c = cfg(f"paths.cache_dir={tmp_path}", "data.sources.nyc.n=3000", "data/split=time", "data.features.cells=false")
+    c = cfg(
+        f"paths.cache_dir={tmp_path}",
+        "data.sources.nyc.n=3000",
+        "data/split=time",
+        "data.features.cells=false",
+    )
     cache = run(c)
     assert "pickup_cell" not in cache.spec.categorical_names
     tr, te = cache.split("train"), cache.split("test")

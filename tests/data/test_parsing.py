@@ -14,9 +14,7 @@ HEADER = (
 
 
 def write(path: Path, stamps: list[str]) -> Path:
-    rows = [HEADER] + [
-        f"id{i},1,{ts},1,-73.98,40.75,-73.97,40.76,N,{600 + i}" for i, ts in enumerate(stamps)
-    ]
+    rows = [HEADER] + [f"id{i},1,{ts},1,-73.98,40.75,-73.97,40.76,N,{600 + i}" for i, ts in enumerate(stamps)]
     path.write_text("\n".join(rows) + "\n")
     return path
 

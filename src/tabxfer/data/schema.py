@@ -154,9 +154,7 @@ def conform(lf: pl.LazyFrame, extra: Mapping[str, pl.DataType] | None = None) ->
     have = lf.collect_schema()
     exprs = []
     for name, dtype in CORE_SCHEMA.items():
-        exprs.append(
-            pl.col(name).cast(dtype) if name in have else pl.lit(None, dtype=dtype).alias(name)
-        )
+        exprs.append(pl.col(name).cast(dtype) if name in have else pl.lit(None, dtype=dtype).alias(name))
     for name, dtype in (extra or {}).items():
         exprs.append(pl.col(name).cast(dtype) if name in have else pl.lit(None, dtype=dtype).alias(name))
     book = [c for c in (ROW, FILE, REASON, BAD_VALUE) if c in have]

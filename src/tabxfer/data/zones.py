@@ -53,7 +53,9 @@ def _load(path: str, mtime_ns: int) -> pl.DataFrame:
     df = rp.materialize(raw).select(exprs).collect()
     bad = df.filter(pl.any_horizontal(pl.col("zone_id", "lat", "lon").is_null()))
     if bad.height:
-        raise DataError(f"{bad.height} zone rows lack an id or coordinates", file=path, column="zone_id/lat/lon")
+        raise DataError(
+            f"{bad.height} zone rows lack an id or coordinates", file=path, column="zone_id/lat/lon"
+        )
     return (
         df.group_by("zone_id")
         .agg(

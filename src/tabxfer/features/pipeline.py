@@ -225,7 +225,7 @@ def cell_code(i: int, j: int, cfg: FeatureConfig) -> int:
     """The integer code of grid cell ``(i, j)`` (``i = floor(x / cell_km)``, same for ``j``); -1 = far.
 
     >>> cell_code(0, 0, FeatureConfig(cell_km=1.0, cell_radius_km=30.0))
-    1891
+    1860
     """
     r = math.ceil(cfg.cell_radius_km / cfg.cell_km)
     return (i + r) * (2 * r + 1) + (j + r)

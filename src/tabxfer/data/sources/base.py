@@ -40,15 +40,15 @@ def resolve_paths(paths: PathLike | Sequence[PathLike]) -> list[Path]:
     for item in items:
         s = os.fspath(item)
         if any(ch in s for ch in "*?["):
-            hits = sorted(glob.glob(s))
-            if not hits:
+            matches = sorted(glob.glob(s))
+            if not matches:
                 raise DataError("no file matches this pattern", file=s)
-            out += [Path(h) for h in hits]
+            out += [Path(h) for h in matches]
         elif os.path.isdir(s):
-            hits = sorted(p for p in Path(s).iterdir() if p.name.lower().endswith(TABLE_SUFFIXES))
-            if not hits:
+            files = sorted(p for p in Path(s).iterdir() if p.name.lower().endswith(TABLE_SUFFIXES))
+            if not files:
                 raise DataError(f"folder holds no {'/'.join(TABLE_SUFFIXES)} file", file=s)
-            out += hits
+            out += files
         elif os.path.exists(s):
             out.append(Path(s))
         else:
@@ -64,7 +64,9 @@ def scan_table(path: Path) -> pl.LazyFrame:
         try:
             pl.read_parquet_schema(path)
         except Exception as e:  # polars raises several types for a corrupt footer
-            raise DataError(f"not a readable Parquet file (truncated or corrupt?): {e}", file=str(path)) from e
+            raise DataError(
+                f"not a readable Parquet file (truncated or corrupt?): {e}", file=str(path)
+            ) from e
         return pl.scan_parquet(path)
     if name.endswith((".csv", ".csv.gz")):
         if path.stat().st_size == 0:
@@ -171,7 +173,7 @@ class RowParser:
         present = src.is_not_null()
         if self.schema[raw] == pl.String:
             present = present & (src.str.strip_chars() != "")
-        target = dtype or pl.Int64()
+        target: Any = dtype or pl.Int64()  # an integer dtype (has .min()/.max())
         ok = x.is_not_null() & x.is_finite() & (x == x.round(0))
         ok = ok & x.is_between(target.min(), target.max())  # out of range: a failure, not a crash
         self.rules.append((present & ~ok.fill_null(False), f"unparseable:{name}", src.cast(pl.String)))
@@ -349,7 +351,7 @@ class TripSource:
     def _retry_with_all_formats(self, counts: pl.DataFrame) -> bool:
         """True (and switch to every datetime format) when a file whose formats were chosen from its
         first rows has unparseable values: a later row may use a format the first rows did not."""
-        pruned = getattr(self, "_pruned_files", set())
+        pruned: set[str] = getattr(self, "_pruned_files", set())
         if not pruned or getattr(self, "_all_formats", False):
             return False
         hit = counts.filter(pl.col(FILE).is_in(list(pruned)) & pl.col(REASON).str.starts_with("unparseable:"))
@@ -390,7 +392,9 @@ class TripSource:
                 continue
             rep.dropped[reason] = rep.dropped.get(reason, 0) + n
             if reason.startswith("unparseable:") and n > MAX_BAD_FRACTION * per_file[r[FILE]]:
-                ex = examples.filter((pl.col(REASON) == reason) & (pl.col(FILE) == r[FILE])).row(0, named=True)
+                ex = examples.filter((pl.col(REASON) == reason) & (pl.col(FILE) == r[FILE])).row(
+                    0, named=True
+                )
                 row, value = ex[ROW][0], ex[BAD_VALUE][0]
                 raise DataError(
                     f"{n:,} of {per_file[r[FILE]]:,} values do not parse as {reason.split(':', 1)[1]} "
@@ -399,8 +403,8 @@ class TripSource:
                     column=reason.split(":", 1)[1],
                 )
         for r in examples.sort(FILE).iter_rows(named=True):
-            ex = [(r[FILE], row, value) for row, value in zip(r[ROW], r[BAD_VALUE], strict=True)]
-            rep.examples[r[REASON]] = (rep.examples.get(r[REASON], []) + ex)[:5]
+            found = [(r[FILE], row, value) for row, value in zip(r[ROW], r[BAD_VALUE], strict=True)]
+            rep.examples[r[REASON]] = (rep.examples.get(r[REASON], []) + found)[:5]
         return rep
 
     def _explain(self, err: Exception, files: Iterable[Path]) -> DataError:

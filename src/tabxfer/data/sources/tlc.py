@@ -173,9 +173,9 @@ class TLCTrips(TripSource):
             p.find("dropoff_latitude", "End_Lat"),
             p.find("dropoff_longitude", "End_Lon"),
         ]
-        if all(lat_lon):
+        if all(c is not None for c in lat_lon):
             names = ("pickup_lat", "pickup_lon", "dropoff_lat", "dropoff_lon")
-            return [p.float(c, n) for c, n in zip(lat_lon, names, strict=True)] + [
+            return [p.float(str(c), n) for c, n in zip(lat_lon, names, strict=True)] + [
                 pl.lit(False).alias("coords_from_zone")
             ]
         pu, do = p.find("PULocationID", "PUlocationID"), p.find("DOLocationID", "DOlocationID")
@@ -196,6 +196,8 @@ class TLCTrips(TripSource):
             p.fail(~zid.is_in(ids).fill_null(False), "unknown_zone", pl.col(raw).cast(pl.String))
             out.append(zid)
             for coord in ("lat", "lon"):
-                mapped = zid.replace_strict(ids, zones[coord].to_list(), default=None, return_dtype=pl.Float64)
+                mapped = zid.replace_strict(
+                    ids, zones[coord].to_list(), default=None, return_dtype=pl.Float64
+                )
                 out.append(mapped.alias(f"{prefix}_{coord}"))
         return out
