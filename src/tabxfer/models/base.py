@@ -1,0 +1,92 @@
+"""What every tabxfer model shares: the ``embed -> backbone -> head`` split and its calling convention.
+
+Inputs are the tensor cache's columns: ``x_num`` float32 ``(B, n_num)`` (standardized), ``x_cat`` int64
+``(B, n_cat)`` (vocabulary indices, 0 = unknown/missing; ``cardinalities[i]`` counts the 0 slot). The output
+is ``(B, d_out)``, or the backbone's ``(B, d_backbone)`` features when ``d_out is None`` (for pretraining
+heads, probes and fine-tuning with a new head).
+
+Named parts make transfer generic: fine-tuning freezes ``embed``/``backbone``/``head`` by name, with no
+model-specific code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+PARTS = ("embed", "backbone", "head")
+
+
+class TabularModel(nn.Module):
+    """Base class. Subclasses set ``self.embed``, ``self.backbone``, ``self.head`` (``None`` when
+    ``d_out is None``) and ``self.d_backbone``, and may override :meth:`forward` and :meth:`aux_loss`."""
+
+    embed: nn.Module
+    backbone: nn.Module
+    head: nn.Module | None
+    d_backbone: int
+
+    def forward(self, x_num: Tensor, x_cat: Tensor) -> Tensor:
+        h = self.backbone(self.embed(x_num, x_cat))
+        return h if self.head is None else self.head(h)
+
+    def aux_loss(self) -> Tensor | None:
+        """A regularization term of the last forward pass (TabNet's sparsity loss), or None."""
+        return None
+
+    def parts(self) -> dict[str, nn.Module]:
+        out = {"embed": self.embed, "backbone": self.backbone}
+        if self.head is not None:
+            out["head"] = self.head
+        return out
+
+
+def check_inputs(n_num: int, cardinalities: Sequence[int]) -> None:
+    if n_num < 0:
+        raise ValueError(f"{n_num=} must be >= 0")
+    if n_num == 0 and not cardinalities:
+        raise ValueError("a model needs at least one input feature (n_num=0 and no cardinalities)")
+    bad = [c for c in cardinalities if c < 2]
+    if bad:
+        raise ValueError(
+            f"every cardinality counts the unknown slot, so must be >= 2; got {list(cardinalities)}"
+        )
+
+
+class CategoricalEmbeddings(nn.Module):
+    """One embedding table per categorical feature, stacked: ``(B, n_cat) -> (B, n_cat, d)``.
+
+    All tables live in one ``nn.Embedding`` with per-feature offsets (one gather instead of n_cat).
+    """
+
+    offsets: Tensor
+
+    def __init__(self, cardinalities: Sequence[int], d: int):
+        super().__init__()
+        self.n = len(cardinalities)
+        offsets = (
+            torch.tensor([0, *cardinalities[:-1]], dtype=torch.long).cumsum(0) if self.n else torch.zeros(0)
+        )
+        self.register_buffer("offsets", offsets.long(), persistent=False)
+        self.table = nn.Embedding(max(sum(cardinalities), 1), d)
+        nn.init.normal_(self.table.weight, std=d**-0.5)
+
+    def forward(self, x_cat: Tensor) -> Tensor:
+        return self.table(x_cat.long() + self.offsets)  # (B, n_cat, d)
+
+
+class NumericTokens(nn.Module):
+    """Per-feature linear tokens for numeric inputs (FT-Transformer style): ``(B, n) -> (B, n, d)``."""
+
+    def __init__(self, n: int, d: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(n, d))
+        self.bias = nn.Parameter(torch.empty(n, d))
+        bound = d**-0.5
+        nn.init.uniform_(self.weight, -bound, bound)
+        nn.init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, x_num: Tensor) -> Tensor:
+        return x_num[..., None] * self.weight + self.bias  # (B, n, d)

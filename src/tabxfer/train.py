@@ -1,0 +1,136 @@
+"""``python train.py model=<name> [overrides]``: prepare data, build the model, fit, test, save.
+
+Every run writes into its Hydra run directory: ``checkpoints/`` (``best.ckpt`` by ``val/rmsle`` and
+``last.ckpt``), ``metrics.json`` (final metrics, written atomically), the resolved config, and the logger's
+files (W&B offline by default). ``ckpt_path=<run>/checkpoints/last.ckpt`` resumes a killed run.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import os
+import platform
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import pytorch_lightning as L
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from tabxfer.features.cache import TensorCache
+from tabxfer.prepare import dataset_cache
+from tabxfer.training.data import CacheDataModule
+from tabxfer.training.module import MONITOR, TabularRegressor
+
+log = logging.getLogger(__name__)
+
+
+def model_config(model_cfg: DictConfig, cache: TensorCache) -> dict[str, Any]:
+    """The model's Hydra node with the data-dependent sizes filled in from the feature spec."""
+    cfg: dict[str, Any] = OmegaConf.to_container(model_cfg, resolve=True)  # type: ignore[assignment]
+    cls = hydra.utils.get_class(cfg["_target_"])
+    accepts = inspect.signature(cls).parameters
+    spec = cache.spec
+    fill = {
+        "n_num": spec.n_numeric,
+        "cardinalities": spec.cardinalities,
+        "d_out": 1,
+        "cat_names": spec.categorical_names,
+        "num_names": spec.numeric_names,
+    }
+    cfg.update({k: v for k, v in fill.items() if k in accepts and cfg.get(k) is None})
+    return cfg
+
+
+def environment() -> dict[str, Any]:
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=False, timeout=5
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return {
+        "git_commit": commit or None,
+        "host": platform.node(),
+        "python": platform.python_version(),
+        "torch": str(torch.__version__),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "cpu_count": os.cpu_count(),
+    }
+
+
+def write_json(path: Path, obj: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=1, default=str))
+    os.replace(tmp, path)
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Train and test one model; returns the final metrics (also written to ``metrics.json``)."""
+    out = Path(cfg.paths.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if cfg.get("seed") is not None:
+        L.seed_everything(cfg.seed, workers=True)
+    cache = dataset_cache(cfg.data, cfg.paths.cache_dir)
+    dm = CacheDataModule(cache, seed=cfg.seed or 0, **cfg.datamodule)
+    mcfg = model_config(cfg.model, cache)
+    meta = {
+        "config": OmegaConf.to_container(cfg, resolve=True),
+        "data_fingerprint": cache.fingerprint,
+        "drop_reports": cache.manifest["drop_reports"],
+        "environment": environment(),
+    }
+    # plain JSON types only: checkpoints must load with torch.load(weights_only=True)
+    meta = json.loads(json.dumps(meta, default=str))
+    module = TabularRegressor(
+        model_cfg=mcfg,
+        spec=json.loads(cache.spec.to_json()),
+        optimizer=OmegaConf.to_container(cfg.optimizer),  # type: ignore[arg-type]
+        scheduler=OmegaConf.to_container(cfg.scheduler),  # type: ignore[arg-type]
+        meta=meta,
+    )
+    n_params = sum(p.numel() for p in module.model.parameters())
+    log.info("model %s: %s parameters", mcfg["_target_"], f"{n_params:,}")
+
+    callbacks = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+    loggers = [hydra.utils.instantiate(c) for c in (cfg.get("logger") or {}).values()]
+    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    for lg in loggers:
+        lg.log_hyperparams(
+            {"data_fingerprint": cache.fingerprint, "n_params": n_params, **meta["environment"]}
+        )
+
+    t0 = time.perf_counter()
+    trainer.fit(module, datamodule=dm, ckpt_path=cfg.get("ckpt_path"))
+    train_seconds = time.perf_counter() - t0
+    fit_metrics = {
+        k: float(v) for k, v in trainer.callback_metrics.items() if k.split("/")[0] in ("train", "val")
+    }
+    best = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
+    test = trainer.test(module, datamodule=dm, ckpt_path=best if best else None, verbose=False)
+
+    metrics = {**fit_metrics, **{k: float(v) for k, v in (test[0] if test else {}).items()}}
+    result = {
+        "metrics": metrics,
+        "model": mcfg["_target_"],
+        "n_params": n_params,
+        "train_seconds": train_seconds,
+        "epochs": trainer.current_epoch,
+        "train_rows": len(dm._split("train")[0]),
+        "best_checkpoint": best,
+        "data_fingerprint": cache.fingerprint,
+        MONITOR: metrics.get(MONITOR),
+    }
+    write_json(out / "metrics.json", result)
+    log.info("metrics: %s", json.dumps(metrics))
+    return result
+
+
+def load(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> TabularRegressor:
+    """Rebuild a trained model from its checkpoint alone (model config, feature spec and meta inside)."""
+    return TabularRegressor.load_from_checkpoint(Path(path), map_location=map_location)
