@@ -18,11 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import hydra
+import numpy as np
 import pytorch_lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from tabxfer.features.cache import TensorCache
+from tabxfer.features.cache import SplitArrays, TensorCache
+from tabxfer.models.baselines import TreeBaseline
 from tabxfer.prepare import dataset_cache
 from tabxfer.training.data import CacheDataModule
 from tabxfer.training.module import MONITOR, TabularRegressor
@@ -77,6 +79,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     cache = dataset_cache(cfg.data, cfg.paths.cache_dir)
+    if issubclass(hydra.utils.get_class(cfg.model._target_), TreeBaseline):
+        return run_baseline(cfg, cache, out)
     dm = CacheDataModule(cache, seed=cfg.seed or 0, **cfg.datamodule)
     mcfg = model_config(cfg.model, cache)
     meta = {
@@ -125,6 +129,44 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "best_checkpoint": best,
         "data_fingerprint": cache.fingerprint,
         MONITOR: metrics.get(MONITOR),
+        "rows_per_s": len(dm._split("train")[0]) * max(trainer.current_epoch, 1) / train_seconds,
+    }
+    write_json(out / "metrics.json", result)
+    log.info("metrics: %s", json.dumps(metrics))
+    return result
+
+
+def rmsle(pred_log: np.ndarray, y: np.ndarray) -> float:
+    """RMSLE in seconds space from log1p predictions (clipped at 0: durations are not negative)."""
+    return float(np.sqrt(np.mean((np.maximum(pred_log, 0.0) - y) ** 2)))
+
+
+def run_baseline(cfg: DictConfig, cache: TensorCache, out: Path) -> dict[str, Any]:
+    """Tree and trivial baselines: same cache, split, metric names and metrics.json as the deep models."""
+    model: TreeBaseline = hydra.utils.instantiate(cfg.model)
+    limit = cfg.datamodule.get("train_limit")
+    train = cache.split("train")
+    train = train.subset(np.arange(min(limit, len(train)))) if limit else train
+    splits: dict[str, SplitArrays] = {s: cache.split(s) for s in ("val", "test") if s in cache.splits}
+    t0 = time.perf_counter()
+    model.fit(train, splits["val"], cache.spec)
+    train_seconds = time.perf_counter() - t0
+    metrics = {f"{s}/rmsle": rmsle(model.predict(a), np.asarray(a.y)) for s, a in splits.items()}
+    metrics["val/rmsle_best"] = metrics["val/rmsle"]
+    metrics["train/rmsle"] = rmsle(model.predict(train), np.asarray(train.y))
+    for lg in [hydra.utils.instantiate(c) for c in (cfg.get("logger") or {}).values()]:
+        lg.log_metrics(metrics)
+        lg.finalize("success")
+    model.save(str(out / "model.pkl"))
+    result = {
+        "metrics": metrics,
+        "model": cfg.model._target_,
+        "n_params": model.n_params(),
+        "train_seconds": train_seconds,
+        "train_rows": len(train),
+        "best_checkpoint": str(out / "model.pkl"),
+        "data_fingerprint": cache.fingerprint,
+        MONITOR: metrics[MONITOR],
     }
     write_json(out / "metrics.json", result)
     log.info("metrics: %s", json.dumps(metrics))
