@@ -39,7 +39,7 @@ def worker(pipeline: str, paths: list[Path], out_dir: Path) -> dict:
         t_import = time.perf_counter() - t0
         t0 = time.perf_counter()
         feats = FeatureConfig(extra_categorical=("store_and_fwd_flag",))
-        _, splits, reports, _ = featurize({"kaggle": KaggleNYCTaxi(paths=paths)}, feats, SplitConfig())
+        _, splits, reports, _, _ = featurize({"kaggle": KaggleNYCTaxi(paths=paths)}, feats, SplitConfig())
         n_in = reports["kaggle"]["n_in"]
     else:
         sys.path.insert(0, str(REPO / "benchmarks"))

@@ -45,6 +45,8 @@ def model_config(model_cfg: DictConfig, cache: TensorCache) -> dict[str, Any]:
         "cat_names": spec.categorical_names,
         "num_names": spec.numeric_names,
     }
+    if cache.context_hours is not None:  # a temporal input for models that take one
+        fill |= {"n_ctx": len(cache.manifest["context"]["channels"]), "ctx_len": cache.context_hours}
     cfg.update({k: v for k, v in fill.items() if k in accepts and cfg.get(k) is None})
     return cfg
 

@@ -23,6 +23,8 @@ from tabxfer.data.fingerprint import fingerprint
 from tabxfer.data.schema import DataError, DropReport
 from tabxfer.features import pipeline
 from tabxfer.features.cache import TensorCache, write_cache
+from tabxfer.features.context import CHANNELS as CONTEXT_CHANNELS
+from tabxfer.features.context import build_context
 from tabxfer.features.spec import FeatureSpec
 from tabxfer.features.splits import SPLITS, SplitConfig, assign_split
 
@@ -67,7 +69,7 @@ def build_cache(
         return TensorCache.open(path)
 
     t0 = time.perf_counter()
-    spec, splits, reports, n_loaded = featurize(sources, feats, spl)
+    spec, splits, reports, n_loaded, tables = featurize(sources, feats, spl)
     seconds = time.perf_counter() - t0
     manifest = {
         "fingerprint": key,
@@ -78,16 +80,18 @@ def build_cache(
         "rows": {"loaded": n_loaded, **{s: len(a["y"]) for s, a in splits.items()}},
         "seconds_to_featurize": round(seconds, 3),
     }
-    cache = write_cache(path, spec, splits, manifest)
+    if tables:
+        manifest["context"] = {"hours": feats.context_hours, "channels": list(CONTEXT_CHANNELS)}
+    cache = write_cache(path, spec, splits, manifest, tables=tables)
     log.info("tensor cache written: %s (%s rows, %.1f s)", path, f"{n_loaded:,}", time.perf_counter() - t0)
     return cache
 
 
 def featurize(
     sources: Mapping[str, Source], features: pipeline.FeatureConfig, split: SplitConfig
-) -> tuple[FeatureSpec, dict[str, dict[str, np.ndarray]], dict[str, Any], int]:
+) -> tuple[FeatureSpec, dict[str, dict[str, np.ndarray]], dict[str, Any], int, dict[str, np.ndarray]]:
     """Load every source, split, fit on train, transform: ``(spec, arrays per split, drop reports,
-    rows loaded)``. Nothing is written."""
+    rows loaded, cache-level tables)``. Nothing is written."""
     frames, reports = [], {}
     for src_name, src in sources.items():
         df, rep = src.load()
@@ -102,12 +106,21 @@ def featurize(
     # raw features once for every row; statistics from the training rows only
     centers = pipeline.fit_centers(df.lazy().filter(is_train))
     raw = pipeline.raw_features(df.lazy(), features, centers).collect()
+    tables: dict[str, np.ndarray] = {}
+    per_row: dict[str, np.ndarray] = {}
+    if features.context or features.context_flat:
+        ctx = build_context(df, centers, hours=features.context_hours, region_km=features.context_region_km)
+        if features.context_flat:
+            raw = raw.with_columns([pl.Series(k, v, dtype=pl.Float64) for k, v in ctx.flat().items()])
+        if features.context:
+            tables = {"ctx_city": ctx.city_table, "ctx_region": ctx.region_table}
+            per_row = {"ctx_city_idx": ctx.city_idx, "ctx_region_idx": ctx.region_idx}
     spec = pipeline.fit_raw(raw.filter(is_train), features, centers)
-    arrays = pipeline.to_arrays(pipeline.scale(raw.lazy(), spec).collect(), spec)
+    arrays = pipeline.to_arrays(pipeline.scale(raw.lazy(), spec).collect(), spec) | per_row
     codes = df["split"].to_physical().to_numpy()
     out = {}
     for code, s in enumerate(SPLITS):
         (index,) = np.nonzero(codes == code)
         if index.size:
             out[s] = {k: v[index] for k, v in arrays.items()}
-    return spec, out, reports, df.height
+    return spec, out, reports, df.height, tables

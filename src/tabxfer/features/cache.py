@@ -34,18 +34,25 @@ ARRAYS = ("x_num", "x_cat", "y", "pickup_ts")
 CACHE_VERSION = 1
 
 
+OPTIONAL = ("ctx_city_idx", "ctx_region_idx")  # present when the cache has a temporal context
+
+
 @dataclasses.dataclass(frozen=True)
 class SplitArrays:
     x_num: np.ndarray  # (N, n_numeric) float32
     x_cat: np.ndarray  # (N, n_categorical) int32
     y: np.ndarray  # (N,) float32
     pickup_ts: np.ndarray  # (N,) int64
+    ctx_city_idx: np.ndarray | None = None  # (N,) int64: row of the pickup hour in the ctx_city table
+    ctx_region_idx: np.ndarray | None = None  # (N,) int64: same in ctx_region
 
     def __len__(self) -> int:
         return int(self.y.shape[0])
 
     def subset(self, index: np.ndarray) -> SplitArrays:
-        return SplitArrays(*(np.asarray(a[index]) for a in dataclasses.astuple(self)))
+        parts: dict[str, Any] = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        taken: dict[str, Any] = {k: None if a is None else np.asarray(a[index]) for k, a in parts.items()}
+        return SplitArrays(**taken)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,7 +74,22 @@ class TensorCache:
             raise KeyError(f"cache {self.path} has splits {self.splits}, not {name!r}")
         load = (lambda f: np.load(f, mmap_mode="r")) if mmap else np.load
         arrays = {a: load(self.path / name / f"{a}.npy") for a in ARRAYS}
+        arrays |= {
+            a: load(self.path / name / f"{a}.npy")
+            for a in OPTIONAL
+            if (self.path / name / f"{a}.npy").exists()
+        }
         return SplitArrays(**arrays)
+
+    @property
+    def context_hours(self) -> int | None:
+        """Context window length when the cache has a temporal context (``data.features.context``)."""
+        ctx = self.manifest.get("context")
+        return int(ctx["hours"]) if ctx else None
+
+    def table(self, name: str) -> np.ndarray:
+        """A cache-level table (``ctx_city``, ``ctx_region``)."""
+        return np.load(self.path / f"{name}.npy")
 
     @classmethod
     def open(cls, path: str | os.PathLike[str]) -> TensorCache:
@@ -89,6 +111,7 @@ def write_cache(
     spec: FeatureSpec,
     splits: Mapping[str, Mapping[str, np.ndarray]],
     manifest: Mapping[str, Any],
+    tables: Mapping[str, np.ndarray] | None = None,
 ) -> TensorCache:
     """Write a cache folder atomically (temp folder + rename). An existing cache at ``path`` is replaced."""
     final = Path(path)
@@ -104,9 +127,11 @@ def write_cache(
             n = {a: len(arrays[a]) for a in ARRAYS}
             if len(set(n.values())) != 1:
                 raise ValueError(f"split {name!r}: arrays of different lengths {n}")
-            for a in ARRAYS:
+            for a in [*ARRAYS, *(o for o in OPTIONAL if o in arrays)]:
                 np.save(tmp / name / f"{a}.npy", np.ascontiguousarray(arrays[a]))
             sizes[name] = next(iter(n.values()))
+        for tname, table in (tables or {}).items():
+            np.save(tmp / f"{tname}.npy", np.ascontiguousarray(table))
         man = {**manifest, "cache_version": CACHE_VERSION, "splits": sizes}
         (tmp / "manifest.json").write_text(json.dumps(man, indent=1, default=str))
         (tmp / "spec.json").write_text(spec.to_json())

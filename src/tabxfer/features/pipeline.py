@@ -25,6 +25,7 @@ from tabxfer.data.cities import city_bounds
 from tabxfer.data.geo import KM_PER_DEG_LAT, bearing_deg, haversine_km
 from tabxfer.data.schema import DataError
 from tabxfer.features.calendar import holidays_between
+from tabxfer.features.context import FLAT as CONTEXT_FLAT
 from tabxfer.features.spec import CategoricalFeature, FeatureSpec, NumericFeature, Target, check_names
 
 TWO_PI = 2 * math.pi
@@ -56,6 +57,10 @@ class FeatureConfig:
             ``trip_distance_km``, ...); a source that lacks one gets nulls (index 0 / the mean).
         min_count: a categorical value needs this many training rows to get its own slot.
         max_vocab: at most this many values per categorical (most frequent first).
+        context: build the leak-free hourly context (:mod:`tabxfer.features.context`): the last
+            ``context_hours`` hours of completed trips citywide and in ``context_region_km`` regions,
+            served to models with a temporal input (TFT) as ``x_ctx``.
+        context_flat: the same context as flat numeric features for every model (fair comparisons).
     """
 
     distances: bool = True
@@ -71,6 +76,10 @@ class FeatureConfig:
     extra_numeric: Sequence[str] = ()
     min_count: int = 20
     max_vocab: int = 10_000
+    context: bool = False
+    context_hours: int = 24
+    context_region_km: float = 3.0
+    context_flat: bool = False
     target: str = "duration_s"
     target_transform: str = "log1p"
 
@@ -114,6 +123,8 @@ class FeatureConfig:
             out += [(n, "time") for n in names]
         out += [(n, "trip") for n in self.numeric]
         out += [(n, "extra") for n in self.extra_numeric]
+        if self.context_flat:
+            out += [(n, "context") for n in CONTEXT_FLAT]
         check_names([n for n, _ in out])
         return out
 
@@ -190,7 +201,8 @@ def raw_features(
             (year_f * TWO_PI).sin().alias("year_sin"),
             (year_f * TWO_PI).cos().alias("year_cos"),
         ]
-    for name in [*cfg.numeric, *cfg.extra_numeric]:
+    flat = list(CONTEXT_FLAT) if cfg.context_flat else []  # filled in by the builder (needs the corpus)
+    for name in [*cfg.numeric, *cfg.extra_numeric, *flat]:
         col = pl.col(name) if name in have else pl.lit(None)
         num.append(col.cast(pl.Float64).alias(name))
 

@@ -16,15 +16,37 @@ from torch import Tensor
 
 from tabxfer.features.cache import SplitArrays, TensorCache
 
-Batch = tuple[Tensor, Tensor, Tensor]  # x_num (B, n_num) float32, x_cat (B, n_cat) int64, y (B,) float32
+# x_num (B, n_num) float32, x_cat (B, n_cat) int64, y (B,) float32 [, x_ctx (B, T, 4) float32]
+Batch = tuple[Tensor, ...]
 
 
-def to_tensors(arrays: SplitArrays, device: torch.device) -> Batch:
-    return (
+def to_tensors(arrays: SplitArrays, device: torch.device, context: bool = False) -> Batch:
+    out: Batch = (
         torch.as_tensor(arrays.x_num, dtype=torch.float32).to(device),
         torch.as_tensor(arrays.x_cat).long().to(device),
         torch.as_tensor(arrays.y, dtype=torch.float32).to(device),
     )
+    if context:
+        if arrays.ctx_city_idx is None or arrays.ctx_region_idx is None:
+            raise ValueError("the cache has no context indices (build it with data.features.context=true)")
+        out += (
+            torch.as_tensor(arrays.ctx_city_idx).to(device),
+            torch.as_tensor(arrays.ctx_region_idx).to(device),
+        )
+    return out
+
+
+class ContextGather:
+    """Turns per-trip table rows into the context sequence: ``(B,), (B,) -> (B, T, 4)``, oldest first."""
+
+    def __init__(self, city: Tensor, region: Tensor, hours: int):
+        self.city, self.region = city, region
+        self.offsets = -torch.arange(hours, 0, -1, device=city.device)  # (T,) -T .. -1
+
+    def __call__(self, city_idx: Tensor, region_idx: Tensor) -> Tensor:
+        c = self.city[city_idx[:, None] + self.offsets]  # (B, T, 2)
+        r = self.region[region_idx[:, None] + self.offsets]  # (B, T, 2)
+        return torch.cat([c, r], dim=-1)  # (B, T, 4)
 
 
 class DeviceBatches:
@@ -40,11 +62,13 @@ class DeviceBatches:
         seed: int = 0,
         rank: int = 0,
         world: int = 1,
+        context: ContextGather | None = None,
     ):
         if batch_size < 1:
             raise ValueError(f"{batch_size=} must be >= 1")
         self.tensors, self.batch_size, self.shuffle, self.drop_last = tensors, batch_size, shuffle, drop_last
         self.seed, self.rank, self.world, self.epoch = seed, rank, world, 0
+        self.context = context
         n = len(tensors[0])
         self.n_local = n // world if (shuffle or world > 1) else n  # equal shards: same step count per rank
 
@@ -70,10 +94,13 @@ class DeviceBatches:
         for b in range(len(self)):
             lo, hi = b * self.batch_size, min((b + 1) * self.batch_size, self.n_local)
             if idx is None:
-                yield tuple(t[lo:hi] for t in self.tensors)  # type: ignore[misc]
+                batch = tuple(t[lo:hi] for t in self.tensors)
             else:
                 sel = idx[lo:hi]
-                yield tuple(t[sel] for t in self.tensors)  # type: ignore[misc]
+                batch = tuple(t[sel] for t in self.tensors)
+            if self.context is not None:  # (x_num, x_cat, y, city_idx, region_idx) -> (..., x_ctx)
+                batch = (*batch[:3], self.context(batch[3], batch[4]))
+            yield batch
 
 
 class CacheDataModule(L.LightningDataModule):
@@ -100,6 +127,8 @@ class CacheDataModule(L.LightningDataModule):
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.train_limit, self.seed = train_limit, seed
         self._tensors: dict[str, Batch] = {}
+        self._context: ContextGather | None = None
+        self.context_hours = self.cache.context_hours
 
     def _device(self) -> torch.device:
         trainer = getattr(self, "trainer", None)
@@ -110,8 +139,18 @@ class CacheDataModule(L.LightningDataModule):
             arrays = self.cache.split(name)
             if name == "train" and self.train_limit is not None:
                 arrays = arrays.subset(slice(0, self.train_limit))  # type: ignore[arg-type]
-            self._tensors[name] = to_tensors(arrays, self._device())
+            self._tensors[name] = to_tensors(arrays, self._device(), context=self.context_hours is not None)
         return self._tensors[name]
+
+    def _gather(self) -> ContextGather | None:
+        if self.context_hours is None:
+            return None
+        if self._context is None:
+            dev = self._device()
+            city = torch.as_tensor(self.cache.table("ctx_city"), dtype=torch.float32).to(dev)
+            region = torch.as_tensor(self.cache.table("ctx_region"), dtype=torch.float32).to(dev)
+            self._context = ContextGather(city, region, self.context_hours)
+        return self._context
 
     def _rank_world(self) -> tuple[int, int]:
         trainer = getattr(self, "trainer", None)

@@ -11,6 +11,7 @@ Metric names (the optimized one, ``val/rmsle``, is named once: :data:`MONITOR`):
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -80,17 +81,23 @@ class TabularRegressor(L.LightningModule):
         self.sched_cfg = {"name": "cosine", "warmup_frac": 0.03, **(scheduler or {})}
         self._sums: dict[str, Tensor] = {}
         self.best = math.inf
+        # models with a temporal input (TFT) take the context sequence when the data has one
+        self.takes_context = "x_ctx" in inspect.signature(self.model.forward).parameters
 
     # --- prediction --------------------------------------------------------------------------------
-    def forward(self, x_num: Tensor, x_cat: Tensor) -> Tensor:
+    def _z(self, x_num: Tensor, x_cat: Tensor, x_ctx: Tensor | None = None) -> Tensor:
+        if self.takes_context:
+            return self.model(x_num, x_cat, x_ctx).squeeze(-1).float()  # (B,)
+        return self.model(x_num, x_cat).squeeze(-1).float()  # (B,)
+
+    def forward(self, x_num: Tensor, x_cat: Tensor, x_ctx: Tensor | None = None) -> Tensor:
         """Predicted log1p(duration) (B,)."""
-        z = self.model(x_num, x_cat).squeeze(-1)  # (B,)
-        return z.float() * self.y_std + self.y_mean
+        return self._z(x_num, x_cat, x_ctx) * self.y_std + self.y_mean
 
     # --- steps -------------------------------------------------------------------------------------
-    def training_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> Tensor:
-        x_num, x_cat, y = batch
-        z = self.model(x_num, x_cat).squeeze(-1).float()
+    def training_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> Tensor:
+        x_num, x_cat, y, *ctx = batch
+        z = self._z(x_num, x_cat, *ctx)
         loss = nn.functional.mse_loss(z, (y - self.y_mean) / self.y_std)
         aux = getattr(self.model, "aux_loss", lambda: None)()
         total = loss + aux if aux is not None else loss
@@ -100,9 +107,9 @@ class TabularRegressor(L.LightningModule):
         )
         return total
 
-    def _eval_step(self, stage: str, batch: tuple[Tensor, Tensor, Tensor]) -> None:
-        x_num, x_cat, y = batch
-        pred = self(x_num, x_cat).clamp_min(0.0)  # log1p of a non-negative duration
+    def _eval_step(self, stage: str, batch: tuple[Tensor, ...]) -> None:
+        x_num, x_cat, y, *ctx = batch
+        pred = self(x_num, x_cat, *ctx).clamp_min(0.0)  # log1p of a non-negative duration
         err = (pred - y).double().pow(2).sum()
         s = self._sums.setdefault(stage, torch.zeros(2, dtype=torch.float64, device=pred.device))
         s += torch.stack([err, torch.tensor(float(len(y)), dtype=torch.float64, device=pred.device)])
@@ -116,7 +123,7 @@ class TabularRegressor(L.LightningModule):
         self.log(f"{stage}/rmsle", rmsle, prog_bar=stage == "val", sync_dist=False)
         return rmsle
 
-    def validation_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> None:
+    def validation_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> None:
         self._eval_step("val", batch)
 
     def on_validation_epoch_end(self) -> None:
@@ -126,14 +133,15 @@ class TabularRegressor(L.LightningModule):
         if math.isfinite(self.best):
             self.log("val/rmsle_best", self.best)
 
-    def test_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> None:
+    def test_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> None:
         self._eval_step("test", batch)
 
     def on_test_epoch_end(self) -> None:
         self._eval_end("test")
 
     def predict_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> Tensor:
-        return torch.expm1(self(batch[0], batch[1]).clamp_min(0.0))  # seconds
+        x_num, x_cat, _, *ctx = batch
+        return torch.expm1(self(x_num, x_cat, *ctx).clamp_min(0.0))  # seconds
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["val_rmsle_best"] = self.best  # so that a resumed run keeps its best
