@@ -165,12 +165,18 @@ class CacheDataModule(L.LightningDataModule):
             seed=self.seed,
             rank=rank,
             world=world,
+            context=self._gather(),
         )
 
     def _eval(self, name: str) -> DeviceBatches:
         rank, world = self._rank_world()
         return DeviceBatches(
-            self._split(name), batch_size=self.eval_batch_size, shuffle=False, rank=rank, world=world
+            self._split(name),
+            batch_size=self.eval_batch_size,
+            shuffle=False,
+            rank=rank,
+            world=world,
+            context=self._gather(),
         )
 
     def val_dataloader(self) -> DeviceBatches:

@@ -1,0 +1,397 @@
+"""Temporal Fusion Transformer, adapted from multi-horizon forecasting to one regression target per trip.
+
+Lim, Arık, Loeff, Pfister. "Temporal Fusion Transformers for interpretable multi-horizon time series
+forecasting." International Journal of Forecasting 37(4), 2021. https://arxiv.org/abs/1912.09363
+(reference code: google-research/google-research/tft).
+
+Inputs: the trip's features are the *static* covariates (each numeric column a linear token, each
+categorical column an embedding, all ``d_model`` wide), and the optional leak-free context ``x_ctx
+(B, T, n_ctx)`` (e.g. the 24 hourly demand/speed aggregates before pickup) holds the *past* inputs, one
+temporal variable per channel. The paper's pipeline then runs unchanged: variable selection networks
+(static; temporal with context ``c_s``), four static context vectors, an LSTM over the past initialized with
+``(c_h, c_c)``, gated skip + LayerNorm, static enrichment with ``c_e``, interpretable multi-head attention
+with a causal mask, gated skip, a position-wise GRN and the output gate skipping back to the LSTM layer.
+
+One target per trip: there are no known future inputs and one horizon, so the sequence is the ``T`` past
+steps plus one "present" decoder step whose input is the selected static representation (see NOTE[DIFF]
+in :meth:`TFTBackbone.encode`). The prediction is read from that step, whose query sees all ``T + 1``
+positions. Without context (``n_ctx=0``, or ``x_ctx=None`` at call time) the temporal path is skipped: the
+sequence is the decoder step alone, run by the decoder LSTM from ``(c_h, c_c)``, and attention is trivially 1.
+
+Parts: ``embed`` = :class:`TFTEmbed` (static and temporal variable embeddings), ``backbone`` =
+:class:`TFTBackbone` (everything from variable selection to the output gate), ``head`` =
+``Linear(d_model, d_out)`` (the paper's quantile outputs become one regression output).
+After each forward, :attr:`TFT.last_interpretation` holds the variable-selection and attention weights.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from tabxfer.models.base import CategoricalEmbeddings, NumericTokens, TabularModel, check_inputs
+from tabxfer.models.ft_transformer import check_dropout
+
+
+@dataclass
+class TFTInterpretation:
+    """Weights of one forward pass. Static variables are ordered numeric columns, then categorical ones.
+
+    ``static_weights (B, n_num + n_cat)`` and ``temporal_weights (B, T, n_ctx)`` (``None`` without context)
+    are the variable-selection softmaxes; ``attention (B, T + 1)`` is the final query's attention over the
+    past steps and the present step, averaged over heads (the paper's interpretable attention).
+    """
+
+    static_weights: Tensor
+    temporal_weights: Tensor | None
+    attention: Tensor
+
+    def detach(self) -> TFTInterpretation:
+        t = self.temporal_weights
+        return TFTInterpretation(
+            self.static_weights.detach(), None if t is None else t.detach(), self.attention.detach()
+        )
+
+
+class GroupedLinear(nn.Module):
+    """One ``Linear(d_in, d_out)`` per variable, batched: ``(..., n, d_in) -> (..., n, d_out)``."""
+
+    def __init__(self, n: int, d_in: int, d_out: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(n, d_in, d_out))
+        self.bias = nn.Parameter(torch.empty(n, d_out))
+        bound = d_in**-0.5  # nn.Linear's default range
+        nn.init.uniform_(self.weight, -bound, bound)
+        nn.init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, x: Tensor) -> Tensor:
+        n, d_in, d_out = self.weight.shape
+        z = x.reshape(-1, n, d_in).transpose(0, 1)  # (n, M, d_in), M = prod(...)
+        y = torch.bmm(z, self.weight).transpose(0, 1)  # (M, n, d_out): one matmul per variable
+        return y.reshape((*x.shape[:-1], d_out)) + self.bias  # (..., n, d_out)
+
+
+class GroupedLayerNorm(nn.Module):
+    """LayerNorm over the last dim with per-variable affine parameters: ``(..., n, d) -> (..., n, d)``."""
+
+    def __init__(self, n: int, d: int):
+        super().__init__()
+        self.d = d
+        self.weight = nn.Parameter(torch.ones(n, d))
+        self.bias = nn.Parameter(torch.zeros(n, d))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.layer_norm(x, (self.d,)) * self.weight + self.bias
+
+
+class GateAddNorm(nn.Module):
+    """``LayerNorm(skip + GLU(Dropout(x)))``: ``(..., d_in), (..., d_out) -> (..., d_out)``.
+
+    The GLU is eq. 5; the gated skips around the LSTM, the attention and the block are eqs. 17, 20 and 22.
+
+    ``n_groups > 0``: inputs are ``(..., n_groups, d)`` and every variable has its own weights.
+    """
+
+    def __init__(self, *, d_in: int, d_out: int, dropout: float, n_groups: int = 0):
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)  # as the reference code: dropout on the gate's input
+        self.fc = GroupedLinear(n_groups, d_in, 2 * d_out) if n_groups else nn.Linear(d_in, 2 * d_out)
+        self.norm = GroupedLayerNorm(n_groups, d_out) if n_groups else nn.LayerNorm(d_out)
+
+    def forward(self, x: Tensor, skip: Tensor) -> Tensor:
+        return self.norm(skip + F.glu(self.fc(self.dropout(x)), dim=-1))  # GLU: (W4 x) * sigmoid(W5 x)
+
+
+class GRN(nn.Module):
+    """Gated residual network (eqs. 2-4): ``LayerNorm(skip(a) + GLU(W1 ELU(W2 a + W3 c + b2) + b1))``.
+
+    Shape: ``a (..., d_in)``, optional context ``c`` broadcastable to ``(..., d_context)`` -> ``(..., d_out)``.
+    ``skip`` is the identity, or a linear map when ``d_in != d_out``. ``n_groups > 0``: ``a`` is
+    ``(..., n_groups, d_in)`` and every variable has its own GRN (no context).
+
+    >>> GRN(d_in=8, d_hidden=4, d_out=2, dropout=0.0, d_context=3)(torch.randn(5, 8), torch.randn(5, 3)).shape
+    torch.Size([5, 2])
+    """
+
+    def __init__(
+        self, *, d_in: int, d_hidden: int, d_out: int, dropout: float, d_context: int = 0, n_groups: int = 0
+    ):
+        super().__init__()
+
+        def linear(i: int, o: int) -> nn.Module:
+            return GroupedLinear(n_groups, i, o) if n_groups else nn.Linear(i, o)
+
+        self.fc2 = linear(d_in, d_hidden)
+        self.context = nn.Linear(d_context, d_hidden, bias=False) if d_context else None
+        self.fc1 = linear(d_hidden, d_hidden)
+        self.skip = linear(d_in, d_out) if d_in != d_out else None
+        self.gate = GateAddNorm(d_in=d_hidden, d_out=d_out, dropout=dropout, n_groups=n_groups)
+
+    def forward(self, a: Tensor, c: Tensor | None = None) -> Tensor:
+        eta = self.fc2(a)  # (..., d_hidden)
+        if self.context is not None and c is not None:
+            eta = eta + self.context(c)
+        eta = self.fc1(F.elu(eta))  # (..., d_hidden)
+        return self.gate(eta, a if self.skip is None else self.skip(a))  # (..., d_out)
+
+
+class VariableSelection(nn.Module):
+    """Variable selection network (eqs. 6-8): ``(..., n, d)`` [+ context] -> ``((..., d), weights (..., n))``.
+
+    The weights are a softmax over variables of a GRN on the flattened inputs; each variable is transformed
+    by its own GRN and the outputs are summed with those weights.
+    """
+
+    def __init__(self, *, n_vars: int, d_model: int, dropout: float, d_context: int = 0):
+        super().__init__()
+        self.weights = GRN(
+            d_in=n_vars * d_model, d_hidden=d_model, d_out=n_vars, dropout=dropout, d_context=d_context
+        )
+        self.variables = GRN(d_in=d_model, d_hidden=d_model, d_out=d_model, dropout=dropout, n_groups=n_vars)
+
+    def forward(self, xi: Tensor, c: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        v = torch.softmax(self.weights(xi.flatten(-2), c), dim=-1)  # (..., n)
+        h = self.variables(xi)  # (..., n, d)
+        return (v.unsqueeze(-1) * h).sum(-2), v  # (..., d), (..., n)
+
+
+class InterpretableMultiHeadAttention(nn.Module):
+    """Interpretable multi-head attention (eqs. 13-16): per-head queries and keys, one value projection
+    shared by all heads, head attention matrices averaged: ``(B, n_q, d), (B, L, d) -> (B, n_q, d)``.
+
+    Also returns the head-averaged attention ``(B, n_q, L)``. Bias-free projections, as the reference code.
+    """
+
+    def __init__(self, *, d_model: int, n_heads: int, dropout: float):
+        super().__init__()
+        if d_model % n_heads:
+            raise ValueError(f"{n_heads=} must divide {d_model=}")
+        self.n_heads, self.d_head = n_heads, d_model // n_heads
+        self.W_q = nn.Linear(d_model, d_model, bias=False)  # all heads' queries in one matmul
+        self.W_k = nn.Linear(d_model, d_model, bias=False)
+        self.W_v = nn.Linear(d_model, self.d_head, bias=False)  # shared across heads
+        self.W_h = nn.Linear(self.d_head, d_model, bias=False)
+        self.dropout = nn.Dropout(dropout)
+
+    def _heads(self, x: Tensor) -> Tensor:
+        return x.view(x.shape[0], x.shape[1], self.n_heads, self.d_head).transpose(1, 2)  # (B, h, n, d_head)
+
+    def forward(self, x_q: Tensor, x_kv: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        q, k = self._heads(self.W_q(x_q)), self._heads(self.W_k(x_kv))  # (B, h, n_q, dh), (B, h, L, dh)
+        scores = q @ k.transpose(-2, -1) * self.d_head**-0.5  # (B, h, n_q, L)
+        if mask is not None:  # True = hidden
+            scores = scores.masked_fill(mask, float("-inf"))
+        # mean_h(A_h) V W_V = mean_h(A_h V W_V): averaging the matrices first is the same and cheaper
+        attention = scores.softmax(-1).mean(1)  # (B, n_q, L)
+        # NOTE[DIFF]: dropout on the averaged matrix, not per head (the same at eval)
+        return self.W_h(self.dropout(attention) @ self.W_v(x_kv)), attention  # (B, n_q, d), (B, n_q, L)
+
+
+class TFTEmbed(nn.Module):
+    """``(x_num (B, n_num), x_cat (B, n_cat), x_ctx (B, T, n_ctx) | None)`` ->
+    ``(static (B, n_num + n_cat, d_model), temporal (B, T, n_ctx, d_model) | None)``.
+
+    Numeric and context channels: per-variable ``x * W_j + b_j``; categoricals: embeddings of width
+    ``d_embed_cat``, mapped to ``d_model`` by a per-variable linear map when narrower (a low-rank table).
+    """
+
+    def __init__(
+        self,
+        *,
+        n_num: int,
+        cardinalities: Sequence[int],
+        n_ctx: int,
+        ctx_len: int,
+        d_model: int,
+        d_embed_cat: int,
+    ):
+        super().__init__()
+        n_cat = len(cardinalities)
+        self.n_ctx, self.ctx_len = n_ctx, ctx_len
+        self.num = NumericTokens(n_num, d_model) if n_num else None
+        self.cat = CategoricalEmbeddings(cardinalities, d_embed_cat) if n_cat else None
+        self.cat_proj = (
+            GroupedLinear(n_cat, d_embed_cat, d_model) if n_cat and d_embed_cat != d_model else None
+        )
+        self.ctx = NumericTokens(n_ctx, d_model) if n_ctx else None
+
+    def forward(
+        self, x_num: Tensor, x_cat: Tensor, x_ctx: Tensor | None = None
+    ) -> tuple[Tensor, Tensor | None]:
+        static = []
+        if self.num is not None:
+            static.append(self.num(x_num))  # (B, n_num, d)
+        if self.cat is not None:
+            e = self.cat(x_cat)  # (B, n_cat, d_embed_cat)
+            static.append(e if self.cat_proj is None else self.cat_proj(e))  # (B, n_cat, d)
+        if x_ctx is None or self.ctx is None:
+            if x_ctx is not None:
+                raise ValueError("x_ctx was given but the model was built with n_ctx=0")
+            return torch.cat(static, dim=1), None
+        # a shape check (no tensor values); skipped while tracing, where the sizes are traced tensors
+        if not torch.jit.is_tracing() and tuple(x_ctx.shape[1:]) != (self.ctx_len, self.n_ctx):
+            raise ValueError(f"x_ctx must be (B, {self.ctx_len}, {self.n_ctx}); got {tuple(x_ctx.shape)}")
+        return torch.cat(static, dim=1), self.ctx(x_ctx)  # (B, n_static, d), (B, T, n_ctx, d)
+
+
+class TFTBackbone(nn.Module):
+    """``(static (B, n_static, d), temporal (B, T, n_ctx, d) | None) -> (B, d)``: the present step's output.
+
+    :meth:`encode` returns every step's output ``(B, T + 1, d)`` (causal: step ``t`` sees steps ``<= t``).
+    """
+
+    causal_mask: Tensor
+
+    def __init__(
+        self, *, n_static: int, n_ctx: int, ctx_len: int, d_model: int, n_heads: int, dropout: float
+    ):
+        super().__init__()
+        d = d_model
+        self.static_selection = VariableSelection(n_vars=n_static, d_model=d, dropout=dropout)
+        # the static covariate encoders: c_s (temporal selection), c_e (enrichment), c_h, c_c (LSTM state)
+        self.static_contexts = nn.ModuleList(
+            [GRN(d_in=d, d_hidden=d, d_out=d, dropout=dropout) for _ in range(4)]
+        )
+        self.temporal_selection = (
+            VariableSelection(n_vars=n_ctx, d_model=d, dropout=dropout, d_context=d) if n_ctx else None
+        )
+        self.encoder = nn.LSTM(d, d, batch_first=True) if n_ctx else None  # over the past steps
+        self.decoder = nn.LSTM(d, d, batch_first=True)  # the present step, from the encoder's final state
+        self.lstm_gate = GateAddNorm(d_in=d, d_out=d, dropout=dropout)  # eq. 17
+        self.enrichment = GRN(d_in=d, d_hidden=d, d_out=d, dropout=dropout, d_context=d)  # eq. 18
+        # eq. 19
+        self.attention = InterpretableMultiHeadAttention(d_model=d, n_heads=n_heads, dropout=dropout)
+        self.attention_gate = GateAddNorm(d_in=d, d_out=d, dropout=dropout)  # eq. 20
+        self.positionwise = GRN(d_in=d, d_hidden=d, d_out=d, dropout=dropout)  # eq. 21
+        self.output_gate = GateAddNorm(d_in=d, d_out=d, dropout=dropout)  # eq. 22
+        mask = torch.ones(ctx_len + 1, ctx_len + 1, dtype=torch.bool).triu(1)  # True above the diagonal
+        self.register_buffer("causal_mask", mask, persistent=False)
+        self.last_interpretation: TFTInterpretation | None = None
+
+    def encode(
+        self, static: Tensor, temporal: Tensor | None = None, *, all_steps: bool = True
+    ) -> tuple[Tensor, TFTInterpretation]:
+        """Outputs ``(B, L, d)`` of every step (``all_steps``) or of the present step only (``L = 1``)."""
+        xi_s, w_s = self.static_selection(static)  # (B, d), (B, n_static)
+        c_s, c_e, c_h, c_c = (grn(xi_s) for grn in self.static_contexts)  # (B, d) each
+        state = (c_h.unsqueeze(0), c_c.unsqueeze(0))  # (1, B, d) each
+        # NOTE[DIFF]: the paper's decoder steps read known future inputs through their own selection
+        # network; a trip has one target and no known future, so one "present" step reads xi_s instead.
+        present = xi_s.unsqueeze(1)  # (B, 1, d)
+        w_t = None
+        if temporal is not None and self.temporal_selection is not None and self.encoder is not None:
+            xi_t, w_t = self.temporal_selection(temporal, c_s[:, None])  # (B, T, d), (B, T, n_ctx)
+            past, state = self.encoder(xi_t, state)  # (B, T, d)
+            xi = torch.cat([xi_t, present], dim=1)  # (B, T + 1, d)
+            mask = self.causal_mask
+        else:  # NOTE[DIFF]: no context: the sequence is the present step alone, started from (c_h, c_c)
+            past, xi, mask = None, present, self.causal_mask[:1, :1]
+        now, _ = self.decoder(present, state)  # (B, 1, d)
+        phi = self.lstm_gate(now if past is None else torch.cat([past, now], dim=1), xi)  # (B, L, d)
+        theta = self.enrichment(phi, c_e[:, None])  # (B, L, d)
+        if all_steps:
+            a, attention = self.attention(theta, theta, mask)  # (B, L, d), (B, L, L)
+        else:  # only the present step's query (it sees every step: no mask); the rest is position-wise
+            a, attention = self.attention(theta[:, -1:], theta)  # (B, 1, d), (B, 1, L)
+            phi, theta = phi[:, -1:], theta[:, -1:]  # (B, 1, d)
+        delta = self.attention_gate(a, theta)  # (B, L, d)
+        out = self.output_gate(self.positionwise(delta), phi)  # (B, L, d): skips back over the block to phi
+        return out, TFTInterpretation(w_s, w_t, attention[:, -1])
+
+    def forward(self, static: Tensor, temporal: Tensor | None = None) -> Tensor:
+        out, interpretation = self.encode(static, temporal, all_steps=False)
+        self.last_interpretation = interpretation.detach()
+        return out[:, -1]  # (B, d)
+
+
+class TFT(TabularModel):
+    """Temporal Fusion Transformer for one target per row: static trip features + an optional past context.
+
+    Shape: ``x_num (B, n_num)``, ``x_cat (B, n_cat)``, ``x_ctx (B, ctx_len, n_ctx)`` or ``None`` ->
+    ``(B, d_out)`` (``(B, d_model)`` if ``d_out=None``).
+
+    Args:
+        n_num, cardinalities: the static inputs (filled in from the feature spec).
+        d_out: output size; ``None`` returns the backbone's features.
+        n_ctx: context channels, one temporal variable each; 0 = no temporal inputs.
+        ctx_len: context steps ``T`` (checked against ``x_ctx``).
+        d_model: width of every variable embedding, GRN, LSTM and attention (the paper's ``d_model``).
+        n_heads: attention heads (must divide ``d_model``).
+        dropout: dropout before every GLU gate and on the attention weights.
+        d_embed_cat: categorical embedding width (``None``: ``d_model``); narrower tables are mapped to
+            ``d_model`` by a per-variable linear map.
+
+    >>> m = TFT(n_num=2, cardinalities=[4], n_ctx=3, ctx_len=5, d_model=8, n_heads=2)
+    >>> x_num, x_cat = torch.randn(6, 2), torch.randint(0, 4, (6, 1))
+    >>> m(x_num, x_cat, torch.randn(6, 5, 3)).shape, m(x_num, x_cat).shape
+    (torch.Size([6, 1]), torch.Size([6, 1]))
+    >>> m.interpret(x_num, x_cat, torch.randn(6, 5, 3)).attention.shape
+    torch.Size([6, 6])
+    """
+
+    embed: TFTEmbed
+    backbone: TFTBackbone
+
+    def __init__(
+        self,
+        *,
+        n_num: int,
+        cardinalities: Sequence[int],
+        d_out: int | None = 1,
+        n_ctx: int = 0,
+        ctx_len: int = 24,
+        d_model: int = 64,
+        n_heads: int = 4,
+        dropout: float = 0.1,
+        d_embed_cat: int | None = None,
+    ):
+        super().__init__()
+        check_inputs(n_num, cardinalities)
+        if n_ctx < 0 or ctx_len < 1:
+            raise ValueError(f"{n_ctx=} must be >= 0 and {ctx_len=} >= 1")
+        if d_model < 1 or n_heads < 1 or d_model % n_heads:
+            raise ValueError(f"{n_heads=} must divide {d_model=} (both >= 1)")
+        if d_embed_cat is not None and d_embed_cat < 1:
+            raise ValueError(f"{d_embed_cat=} must be >= 1 (or None for d_model)")
+        if d_out is not None and d_out < 1:
+            raise ValueError(f"{d_out=} must be >= 1 (or None for backbone features)")
+        check_dropout(dropout=dropout)
+        self.embed = TFTEmbed(
+            n_num=n_num,
+            cardinalities=cardinalities,
+            n_ctx=n_ctx,
+            ctx_len=ctx_len,
+            d_model=d_model,
+            d_embed_cat=d_model if d_embed_cat is None else d_embed_cat,
+        )
+        self.backbone = TFTBackbone(
+            n_static=n_num + len(cardinalities),
+            n_ctx=n_ctx,
+            ctx_len=ctx_len,
+            d_model=d_model,
+            n_heads=n_heads,
+            dropout=dropout,
+        )
+        self.d_backbone = d_model
+        self.head = nn.Linear(d_model, d_out) if d_out is not None else None
+
+    def forward(self, x_num: Tensor, x_cat: Tensor, x_ctx: Tensor | None = None) -> Tensor:
+        h = self.backbone(*self.embed(x_num, x_cat, x_ctx))  # (B, d_model)
+        return h if self.head is None else self.head(h)
+
+    @property
+    def last_interpretation(self) -> TFTInterpretation | None:
+        """The weights of the last forward pass (detached), or ``None`` before the first one."""
+        return self.backbone.last_interpretation
+
+    @torch.no_grad()
+    def interpret(self, x_num: Tensor, x_cat: Tensor, x_ctx: Tensor | None = None) -> TFTInterpretation:
+        """Run a forward pass and return its weights (call ``eval()`` first for deterministic ones)."""
+        self(x_num, x_cat, x_ctx)
+        out = self.last_interpretation
+        assert out is not None
+        return out
