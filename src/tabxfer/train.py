@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 def model_config(model_cfg: DictConfig, cache: TensorCache) -> dict[str, Any]:
     """The model's Hydra node with the data-dependent sizes filled in from the feature spec."""
     cfg: dict[str, Any] = OmegaConf.to_container(model_cfg, resolve=True)  # type: ignore[assignment]
+    cfg.pop("_lr", None)  # a training hint (see configs/train.yaml), not a constructor argument
     cls = hydra.utils.get_class(cfg["_target_"])
     accepts = inspect.signature(cls).parameters
     spec = cache.spec
@@ -96,8 +97,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     module = TabularRegressor(
         model_cfg=mcfg,
         spec=json.loads(cache.spec.to_json()),
-        optimizer=OmegaConf.to_container(cfg.optimizer),  # type: ignore[arg-type]
-        scheduler=OmegaConf.to_container(cfg.scheduler),  # type: ignore[arg-type]
+        optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),  # type: ignore[arg-type]
+        scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True),  # type: ignore[arg-type]
         meta=meta,
     )
     n_params = sum(p.numel() for p in module.model.parameters())
@@ -145,7 +146,7 @@ def rmsle(pred_log: np.ndarray, y: np.ndarray) -> float:
 
 def run_baseline(cfg: DictConfig, cache: TensorCache, out: Path) -> dict[str, Any]:
     """Tree and trivial baselines: same cache, split, metric names and metrics.json as the deep models."""
-    model: TreeBaseline = hydra.utils.instantiate(cfg.model)
+    model: TreeBaseline = hydra.utils.instantiate({k: v for k, v in cfg.model.items() if k != "_lr"})
     limit = cfg.datamodule.get("train_limit")
     train = cache.split("train")
     train = train.subset(np.arange(min(limit, len(train)))) if limit else train

@@ -55,3 +55,15 @@ def test_no_weight_decay_on_norms_biases_embeddings():
             assert id(p) not in decayed, name
         else:
             assert id(p) in decayed, name
+
+
+def test_no_weight_decay_on_feature_tokenizers():
+    from tabxfer.models.ft_transformer import FTTransformer
+
+    m = FTTransformer(n_num=3, cardinalities=[4], d_token=8, n_blocks=1, n_heads=2)
+    decay, _ = param_groups(m, 0.1)
+    decayed = {id(p) for p in decay["params"]}
+    for name, p in m.named_parameters():
+        if name.startswith("embed."):
+            assert id(p) not in decayed, name
+    assert decayed  # the blocks' weight matrices are still decayed

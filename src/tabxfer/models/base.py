@@ -80,6 +80,8 @@ class CategoricalEmbeddings(nn.Module):
 class NumericTokens(nn.Module):
     """Per-feature linear tokens for numeric inputs (FT-Transformer style): ``(B, n) -> (B, n, d)``."""
 
+    no_weight_decay = True  # read by the optimizer's parameter groups
+
     def __init__(self, n: int, d: int):
         super().__init__()
         self.weight = nn.Parameter(torch.empty(n, d))

@@ -26,8 +26,9 @@ MONITOR_MODE = "min"
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """AdamW groups: no weight decay on norms, biases and embeddings (decay there only shrinks what
-    the data says, without regularizing capacity)."""
+    """AdamW groups: no weight decay on norms, biases, embeddings and feature tokenizers (modules with
+    ``no_weight_decay = True``): decay there only shrinks what the data says, without regularizing
+    capacity."""
     no_decay_types = (nn.LayerNorm, nn.BatchNorm1d, nn.GroupNorm, nn.Embedding)
     decay, no_decay, seen = [], [], set()
     for module in model.modules():
@@ -35,7 +36,8 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
             if not p.requires_grad or id(p) in seen:
                 continue
             seen.add(id(p))
-            if isinstance(module, no_decay_types) or p.ndim < 2 or name.endswith("bias"):
+            tokenizer = getattr(module, "no_weight_decay", False)  # feature tokenizers (as rtdl)
+            if isinstance(module, no_decay_types) or tokenizer or p.ndim < 2 or name.endswith("bias"):
                 no_decay.append(p)
             else:
                 decay.append(p)
