@@ -2,7 +2,7 @@
 PY ?= .venv/bin/python
 ARGS ?=
 
-.PHONY: help install test test-fast lint format typecheck data bench train sweep export clean
+.PHONY: help install test test-fast lint format typecheck data train bench bench-models sweep export clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -28,10 +28,16 @@ typecheck:  ## mypy on src/
 data:  ## build the tensor cache of a dataset (ARGS="data=nyc_kaggle")
 	$(PY) prepare_data.py $(ARGS)
 
+train:  ## train a model (ARGS="model=tabnet data=nyc_kaggle")
+	$(PY) train.py $(ARGS)
+
 bench:  ## featurization benchmark vs pandas (needs: pip install -e .[bench])
 	$(PY) scripts/bench_featurize.py $(ARGS)
 
-train sweep export:  ## arrive with issues 3-5 (models, sweeps, ONNX export)
+bench-models:  ## every model on the real NYC rows (needs ../shared/data or TABXFER_DATA_DIR)
+	$(PY) scripts/bench_models.py $(ARGS)
+
+sweep export:  ## arrive with issues 5-6 (ONNX artifact, Optuna sweeps)
 	@echo "'make $@' is not available yet: see README 'Status'" && exit 2
 
 clean:  ## remove caches and run logs (never data)
