@@ -40,6 +40,13 @@ def main() -> None:
     ap.add_argument("--trainer", default="cpu")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--extra", nargs="*", default=[], help="more Hydra overrides for every model")
+    ap.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="MODEL:OVERRIDE",
+        help="an override for one model, e.g. tabnet:trainer.max_epochs=30",
+    )
     ap.add_argument("--out", type=Path, default=REPO / "bench_results" / "bench_models.json")
     args = ap.parse_args()
 
@@ -61,7 +68,9 @@ def main() -> None:
             f"trainer.max_epochs={args.epochs}",
             f"seed={args.seed}",
             "logger=csv",
+            "+trainer.enable_progress_bar=false",
             *args.extra,
+            *[o.split(":", 1)[1] for o in args.set if o.split(":", 1)[0] == model],
         ]
         with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
             cfg = compose(config_name="train", overrides=overrides)

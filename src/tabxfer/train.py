@@ -104,8 +104,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     n_params = sum(p.numel() for p in module.model.parameters())
     log.info("model %s: %s parameters", mcfg["_target_"], f"{n_params:,}")
 
-    callbacks = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
     loggers = [hydra.utils.instantiate(c) for c in (cfg.get("logger") or {}).values()]
+    callbacks = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+    if not loggers:  # the learning-rate monitor has nowhere to write (Lightning refuses to start)
+        callbacks = [c for c in callbacks if not isinstance(c, L.callbacks.LearningRateMonitor)]
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     for lg in loggers:
         lg.log_hyperparams(

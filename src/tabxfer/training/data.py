@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import numpy as np
 import pytorch_lightning as L
 import torch
 from torch import Tensor
@@ -21,10 +22,11 @@ Batch = tuple[Tensor, ...]
 
 
 def to_tensors(arrays: SplitArrays, device: torch.device, context: bool = False) -> Batch:
+    # np.array copies out of the read-only memory map (torch refuses to wrap read-only memory)
     out: Batch = (
-        torch.as_tensor(arrays.x_num, dtype=torch.float32).to(device),
-        torch.as_tensor(arrays.x_cat).long().to(device),
-        torch.as_tensor(arrays.y, dtype=torch.float32).to(device),
+        torch.from_numpy(np.array(arrays.x_num, dtype=np.float32)).to(device),
+        torch.from_numpy(np.array(arrays.x_cat, dtype=np.int64)).to(device),
+        torch.from_numpy(np.array(arrays.y, dtype=np.float32)).to(device),
     )
     if context:
         if arrays.ctx_city_idx is None or arrays.ctx_region_idx is None:
@@ -147,8 +149,8 @@ class CacheDataModule(L.LightningDataModule):
             return None
         if self._context is None:
             dev = self._device()
-            city = torch.as_tensor(self.cache.table("ctx_city"), dtype=torch.float32).to(dev)
-            region = torch.as_tensor(self.cache.table("ctx_region"), dtype=torch.float32).to(dev)
+            city = torch.from_numpy(self.cache.table("ctx_city").astype(np.float32)).to(dev)
+            region = torch.from_numpy(self.cache.table("ctx_region").astype(np.float32)).to(dev)
             self._context = ContextGather(city, region, self.context_hours)
         return self._context
 
