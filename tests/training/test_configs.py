@@ -7,6 +7,7 @@ from pathlib import Path
 import hydra
 import pytest
 from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
@@ -33,6 +34,7 @@ def test_logger_configs(logger, tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
     c = cfg(f"logger={logger}", f"paths.output_dir={tmp_path}")
+    HydraConfig.instance().set_config(c)  # the W&B run name reads ${hydra:runtime.choices.model}
     for node in (c.logger or {}).values():
         if node.get("offline") is False:
             continue  # wandb_online needs an account and a network
