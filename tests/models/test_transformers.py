@@ -3,7 +3,6 @@ argument checks and the ONNX round trip (opset 17, dynamic batch) against onnxru
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
+from model_helpers import export_and_run
 from tabxfer.models.base import TabularModel
 from tabxfer.models.ft_transformer import FTTransformer
 from tabxfer.models.tab_transformer import TabTransformer
@@ -51,36 +51,6 @@ def make_inputs(
 def build(name: str, seed: int = 0, **kw) -> TabularModel:
     torch.manual_seed(seed)
     return MODELS[name](**{"n_num": N_NUM, "cardinalities": CARDS, **kw})
-
-
-def export_and_run(
-    model: nn.Module,
-    example: tuple[Tensor, Tensor],
-    x: tuple[Tensor, Tensor],
-    path: Path,
-    dynamo: bool = False,
-):
-    """Export at opset 17 with a dynamic batch (the legacy TorchScript exporter unless ``dynamo``); run the
-    graph with onnxruntime."""
-    ort = pytest.importorskip("onnxruntime")
-    kw = dict(
-        opset_version=17,
-        input_names=["x_num", "x_cat"],
-        output_names=["y"],
-        dynamic_axes={"x_num": {0: "batch"}, "x_cat": {0: "batch"}},
-    )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the legacy exporter's DeprecationWarning and tracer notes
-        try:
-            torch.onnx.export(model.eval(), example, str(path), dynamo=dynamo, **kw)
-        except Exception as legacy_error:  # a torch without the legacy exporter: try torch.export's
-            try:
-                torch.onnx.export(model.eval(), example, str(path), dynamo=True, **kw)
-            except Exception:
-                raise legacy_error from None
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    (y,) = sess.run(None, {"x_num": x[0].numpy(), "x_cat": x[1].numpy()})
-    return torch.from_numpy(y)
 
 
 @pytest.mark.parametrize("name", MODELS)

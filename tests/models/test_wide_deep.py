@@ -3,7 +3,6 @@ cross hash and the ONNX round trip (opset 17, dynamic batch) against onnxruntime
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
+from model_helpers import export_and_run
 from tabxfer.models.wide_deep import WideDeep, cross_indices, hash_cross
 
 N_NUM = 5
@@ -57,36 +57,6 @@ def build(seed: int = 0, randomize_wide: bool = False, **kw) -> WideDeep:
             for p in model.wide.parameters():
                 p.normal_()
     return model
-
-
-def export_and_run(
-    model: nn.Module,
-    example: tuple[Tensor, Tensor],
-    x: tuple[Tensor, Tensor],
-    path: Path,
-    dynamo: bool = False,
-):
-    """Export at opset 17 with a dynamic batch (the legacy TorchScript exporter unless ``dynamo``); run the
-    graph with onnxruntime."""
-    ort = pytest.importorskip("onnxruntime")
-    kw = dict(
-        opset_version=17,
-        input_names=["x_num", "x_cat"],
-        output_names=["y"],
-        dynamic_axes={"x_num": {0: "batch"}, "x_cat": {0: "batch"}},
-    )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the legacy exporter's DeprecationWarning and tracer notes
-        try:
-            torch.onnx.export(model.eval(), example, str(path), dynamo=dynamo, **kw)
-        except Exception as legacy_error:  # a torch without the legacy exporter: try torch.export's
-            try:
-                torch.onnx.export(model.eval(), example, str(path), dynamo=True, **kw)
-            except Exception:
-                raise legacy_error from None
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    (y,) = sess.run(None, {"x_num": x[0].numpy(), "x_cat": x[1].numpy()})
-    return torch.from_numpy(y)
 
 
 @pytest.mark.parametrize("d_out", [1, 3])

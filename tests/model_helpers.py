@@ -1,0 +1,40 @@
+"""Shared by the model tests: ONNX export + onnxruntime run (tests/ is on sys.path via its conftest)."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+
+def export_and_run(
+    model: nn.Module,
+    example: tuple[Tensor, Tensor],
+    x: tuple[Tensor, Tensor],
+    path: Path,
+    dynamo: bool = False,
+):
+    """Export at opset 17 with a dynamic batch (the legacy TorchScript exporter unless ``dynamo``); run the
+    graph with onnxruntime."""
+    ort = pytest.importorskip("onnxruntime")
+    kw = dict(
+        opset_version=17,
+        input_names=["x_num", "x_cat"],
+        output_names=["y"],
+        dynamic_axes={"x_num": {0: "batch"}, "x_cat": {0: "batch"}},
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the legacy exporter's DeprecationWarning and tracer notes
+        try:
+            torch.onnx.export(model.eval(), example, str(path), dynamo=dynamo, **kw)
+        except Exception as legacy_error:  # a torch without the legacy exporter: try torch.export's
+            try:
+                torch.onnx.export(model.eval(), example, str(path), dynamo=True, **kw)
+            except Exception:
+                raise legacy_error from None
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (y,) = sess.run(None, {"x_num": x[0].numpy(), "x_cat": x[1].numpy()})
+    return torch.from_numpy(y)
