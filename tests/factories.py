@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -35,3 +36,16 @@ def make_trips(n: int = 2000, seed: int = 0, city: str = "nyc", center=(40.75, -
         }
     )
     return df.cast(CORE_SCHEMA)  # type: ignore[arg-type]
+
+
+def write_table(tmp_path: Path, name: str, header: list[str], rows: list[list[str]], fmt: str) -> Path:
+    """The rows as a CSV (strings, as published files are) or a Parquet file with the dtypes a reader
+    infers from that CSV."""
+    csv_path = tmp_path / f"{name}.csv"
+    pl.DataFrame(rows, schema=header, orient="row").write_csv(csv_path)
+    if fmt == "csv":
+        return csv_path
+    pq_path = tmp_path / f"{name}.parquet"
+    pl.read_csv(csv_path, infer_schema_length=None).write_parquet(pq_path)
+    csv_path.unlink()
+    return pq_path

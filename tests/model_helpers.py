@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -38,3 +39,22 @@ def export_and_run(
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     (y,) = sess.run(None, {"x_num": x[0].numpy(), "x_cat": x[1].numpy()})
     return torch.from_numpy(y)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models run fastest on one thread, which also keeps them fast when other jobs share the CPU
+    (a multi-threaded matmul under oversubscription was 30x slower)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def make_inputs(n: int, n_num: int, cards: Sequence[int], seed: int = 0) -> tuple[Tensor, Tensor]:
+    """Random model inputs: standard-normal numerics, categorical indices below each cardinality."""
+    g = torch.Generator().manual_seed(seed)
+    x_num = torch.randn(n, n_num, generator=g)
+    cols = [torch.randint(0, c, (n,), generator=g) for c in cards]
+    x_cat = torch.stack(cols, dim=1) if cols else torch.zeros(n, 0, dtype=torch.long)
+    return x_num, x_cat

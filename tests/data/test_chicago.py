@@ -10,6 +10,7 @@ import polars as pl
 import pytest
 
 from conftest import require_dataset
+from factories import write_table
 from tabxfer.data.schema import CORE_COLUMNS, DataError
 from tabxfer.data.sources import ChicagoTaxiTrips
 
@@ -61,18 +62,6 @@ def portal_row(
         fare, "$2.00", "$0.00", "$1.00", "$15.25", "Mobile", "Flash Cab",
         *LOOP, "POINT (-87.632746 41.880994)", *dropoff, "POINT (...)",
     ]  # fmt: skip
-
-
-def write_table(tmp_path: Path, name: str, header: list[str], rows: list[list[str]], fmt: str) -> Path:
-    """The rows as a CSV (strings) or a Parquet file with the dtypes a reader infers."""
-    csv_path = tmp_path / f"{name}.csv"
-    pl.DataFrame(rows, schema=header, orient="row").write_csv(csv_path)
-    if fmt == "csv":
-        return csv_path
-    pq_path = tmp_path / f"{name}.parquet"
-    pl.read_csv(csv_path, infer_schema_length=None).write_parquet(pq_path)
-    csv_path.unlink()
-    return pq_path
 
 
 @pytest.mark.parametrize("fmt", FORMATS)

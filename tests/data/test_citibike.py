@@ -10,6 +10,7 @@ import polars as pl
 import pytest
 
 from conftest import require_dataset
+from factories import write_table
 from tabxfer.data.schema import CORE_COLUMNS, DataError
 from tabxfer.data.sources import CitiBikeTrips
 from tabxfer.data.sources.citibike import city_from_file_name
@@ -100,18 +101,6 @@ VARIANTS = {
         [dt.datetime(2021, 2, 1, 0, 14, 36), dt.datetime(2021, 2, 1, 0, 15, 47, 500000)],
     ),
 }
-
-
-def write_table(tmp_path: Path, name: str, header: list[str], rows: list[list[str]], fmt: str) -> Path:
-    """The rows as a CSV (strings, as the published files) or a Parquet file with inferred dtypes."""
-    csv_path = tmp_path / f"{name}.csv"
-    pl.DataFrame(rows, schema=header, orient="row").write_csv(csv_path)
-    if fmt == "csv":
-        return csv_path
-    pq_path = tmp_path / f"{name}.parquet"
-    pl.read_csv(csv_path, infer_schema_length=None).write_parquet(pq_path)
-    csv_path.unlink()
-    return pq_path
 
 
 @pytest.mark.parametrize("fmt", FORMATS)

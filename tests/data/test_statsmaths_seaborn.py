@@ -10,22 +10,11 @@ import polars as pl
 import pytest
 
 from conftest import require_dataset
+from factories import write_table
 from tabxfer.data.schema import CORE_COLUMNS, DataError
 from tabxfer.data.sources import SeabornTaxis, StatsmathsNYCTaxi
 
 FORMATS = ("csv", "parquet")
-
-
-def write_table(tmp_path: Path, name: str, header: list[str], rows: list[list[str]], fmt: str) -> Path:
-    """The rows as a CSV (strings, R's ``NA`` kept) or a Parquet file with inferred dtypes (NA -> null)."""
-    csv_path = tmp_path / f"{name}.csv"
-    pl.DataFrame(rows, schema=header, orient="row").write_csv(csv_path)
-    if fmt == "csv":
-        return csv_path
-    pq_path = tmp_path / f"{name}.parquet"
-    pl.read_csv(csv_path, infer_schema_length=None, null_values=["NA"]).write_parquet(pq_path)
-    csv_path.unlink()
-    return pq_path
 
 
 # --- statsmaths ----------------------------------------------------------------------------------------

@@ -10,7 +10,8 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from model_helpers import export_and_run
+import model_helpers
+from model_helpers import export_and_run, one_thread  # noqa: F401 (autouse fixture)
 from tabxfer.models.base import TabularModel
 from tabxfer.models.ft_transformer import FTTransformer
 from tabxfer.models.tab_transformer import TabTransformer
@@ -28,24 +29,10 @@ MODELS: dict[str, Callable[..., TabularModel]] = {
 D_BACKBONE = {"tab_transformer": 16, "ft_transformer": 16}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest on one thread, which also keeps them fast when other jobs share the CPU
-    (a multi-threaded matmul under oversubscription was 30x slower)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def make_inputs(
     n: int, n_num: int = N_NUM, cards: Sequence[int] = CARDS, seed: int = 0
 ) -> tuple[Tensor, Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    x_num = torch.randn(n, n_num, generator=g)
-    cols = [torch.randint(0, c, (n,), generator=g) for c in cards]
-    x_cat = torch.stack(cols, dim=1) if cols else torch.zeros(n, 0, dtype=torch.long)
-    return x_num, x_cat
+    return model_helpers.make_inputs(n, n_num, cards, seed)
 
 
 def build(name: str, seed: int = 0, **kw) -> TabularModel:

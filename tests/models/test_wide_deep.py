@@ -10,7 +10,8 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from model_helpers import export_and_run
+import model_helpers
+from model_helpers import export_and_run, one_thread  # noqa: F401 (autouse fixture)
 from tabxfer.models.wide_deep import WideDeep, cross_indices, hash_cross
 
 N_NUM = 5
@@ -19,24 +20,10 @@ CARDS = [25, 8, 190, 220, 3]
 CROSSES = [["pickup_cell", "dropoff_cell"], ["pickup_cell", "hour"], ["dropoff_cell", "hour"]]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest on one thread, which also keeps them fast when other jobs share the CPU
-    (a multi-threaded matmul under oversubscription was 30x slower)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def make_inputs(
     n: int, n_num: int = N_NUM, cards: Sequence[int] = CARDS, seed: int = 0
 ) -> tuple[Tensor, Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    x_num = torch.randn(n, n_num, generator=g)
-    cols = [torch.randint(0, c, (n,), generator=g) for c in cards]
-    x_cat = torch.stack(cols, dim=1) if cols else torch.zeros(n, 0, dtype=torch.long)
-    return x_num, x_cat
+    return model_helpers.make_inputs(n, n_num, cards, seed)
 
 
 def build(seed: int = 0, randomize_wide: bool = False, **kw) -> WideDeep:
