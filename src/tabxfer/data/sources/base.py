@@ -18,7 +18,7 @@ import gzip
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import polars as pl
 
@@ -26,6 +26,7 @@ from tabxfer.data.quality import Validation, first_reason
 from tabxfer.data.schema import BAD_VALUE, FILE, REASON, ROW, DataError, DropReport, conform
 
 PathLike = str | os.PathLike[str]
+Frame = TypeVar("Frame", pl.DataFrame, pl.LazyFrame)
 TABLE_SUFFIXES = (".csv", ".csv.gz", ".parquet", ".pq")
 
 # A column whose values fail to parse in more than this share of a file's rows is a wrong column (a
@@ -243,6 +244,17 @@ class RowParser:
         return [reason.alias(REASON), bad_value.alias(BAD_VALUE)]
 
 
+def _counts_and_examples(rows: Frame) -> tuple[Frame, Frame]:
+    """Rows per (file, drop reason), and up to three (row, raw value) examples per dropped reason."""
+    counts = rows.group_by(FILE, REASON).agg(pl.len().alias("n"))
+    examples = (
+        rows.filter(pl.col(REASON).is_not_null())
+        .group_by(FILE, REASON)
+        .agg(pl.col(ROW).head(3), pl.col(BAD_VALUE).head(3))
+    )
+    return counts, examples
+
+
 @dataclasses.dataclass
 class TripSource:
     """Base of all sources. Subclasses set the class variables and implement :meth:`parse`.
@@ -256,6 +268,10 @@ class TripSource:
     paths: PathLike | Sequence[PathLike]
     labeled: bool = True
     validation: Validation | Mapping[str, Any] | None = None
+    # Datetime formats are chosen from each file's first rows; files where that was done, and whether
+    # an earlier load found a later row needing another format (then every scan tries them all).
+    _pruned_files: set[str] = dataclasses.field(default_factory=set, init=False, repr=False, compare=False)
+    _all_formats: bool = dataclasses.field(default=False, init=False, repr=False, compare=False)
 
     name: ClassVar[str] = "source"
     city: ClassVar[str] = "nyc"
@@ -287,11 +303,10 @@ class TripSource:
         # Datetime formats are chosen from the first rows (each extra format costs a full parse). If a
         # later row needs another one, load()/drop_report() see unparseable values and re-read the
         # sources with every format (self._all_formats), so no row is lost to the shortcut.
-        all_formats = getattr(self, "_all_formats", False)
-        p = RowParser(path, raw.collect_schema(), sample=None if all_formats else sample)
+        p = RowParser(path, raw.collect_schema(), sample=None if self._all_formats else sample)
         exprs = self.parse(p)
         if p.pruned:
-            self._pruned_files = {*getattr(self, "_pruned_files", set()), str(path)}
+            self._pruned_files.add(str(path))
         names = {e.meta.output_name() for e in exprs}
         defaults = [
             pl.lit(self.name).alias("source"),
@@ -333,14 +348,8 @@ class TripSource:
             all_rows = self.scan_all().collect()
         except (pl.exceptions.ComputeError, pl.exceptions.InvalidOperationError) as e:
             raise self._explain(e, files) from e
-        kept = all_rows.filter(pl.col(REASON).is_null())
-        df = kept.drop(ROW, FILE, REASON, BAD_VALUE)
-        counts_df = all_rows.group_by(FILE, REASON).agg(pl.len().alias("n"))
-        ex_df = (
-            all_rows.filter(pl.col(REASON).is_not_null())
-            .group_by(FILE, REASON)
-            .agg(pl.col(ROW).head(3), pl.col(BAD_VALUE).head(3))
-        )
+        df = all_rows.filter(pl.col(REASON).is_null()).drop(ROW, FILE, REASON, BAD_VALUE)
+        counts_df, ex_df = _counts_and_examples(all_rows)
         if self._retry_with_all_formats(counts_df):
             return self.load()
         report = self._report(counts_df, ex_df, files)
@@ -351,10 +360,10 @@ class TripSource:
     def _retry_with_all_formats(self, counts: pl.DataFrame) -> bool:
         """True (and switch to every datetime format) when a file whose formats were chosen from its
         first rows has unparseable values: a later row may use a format the first rows did not."""
-        pruned: set[str] = getattr(self, "_pruned_files", set())
-        if not pruned or getattr(self, "_all_formats", False):
+        if not self._pruned_files or self._all_formats:
             return False
-        hit = counts.filter(pl.col(FILE).is_in(list(pruned)) & pl.col(REASON).str.starts_with("unparseable:"))
+        pruned = list(self._pruned_files)
+        hit = counts.filter(pl.col(FILE).is_in(pruned) & pl.col(REASON).str.starts_with("unparseable:"))
         if hit.height == 0:
             return False
         self._all_formats = True
@@ -362,13 +371,7 @@ class TripSource:
 
     def drop_report(self) -> DropReport:
         """Counts only (no rows kept in memory): for corpora streamed elsewhere."""
-        all_rows = self.scan_all()
-        counts = all_rows.group_by(FILE, REASON).agg(pl.len().alias("n"))
-        examples = (
-            all_rows.filter(pl.col(REASON).is_not_null())
-            .group_by(FILE, REASON)
-            .agg(pl.col(ROW).head(3), pl.col(BAD_VALUE).head(3))
-        )
+        counts, examples = _counts_and_examples(self.scan_all())
         files = self.files()
         try:
             counts_df, ex_df = pl.collect_all([counts, examples], engine="streaming")
@@ -427,7 +430,7 @@ class TripSource:
         cfg = {
             f.name: (dataclasses.asdict(v) if isinstance(v := getattr(self, f.name), Validation) else v)
             for f in dataclasses.fields(self)
-            if f.name != "paths"
+            if f.name != "paths" and not f.name.startswith("_")
         }
         return {
             "source": f"{type(self).__module__}.{type(self).__qualname__}",
