@@ -55,6 +55,19 @@ def check_inputs(n_num: int, cardinalities: Sequence[int]) -> None:
         )
 
 
+def mlp_layers(d_in: int, hidden: Sequence[int], dropout: float) -> nn.Sequential:
+    """``len(hidden)`` x (Linear, ReLU, Dropout): the MLP trunk that MLP, TabTransformer and Wide&Deep share.
+
+    >>> mlp_layers(4, [8, 2], 0.0)(torch.zeros(3, 4)).shape
+    torch.Size([3, 2])
+    """
+    layers: list[nn.Module] = []
+    for d in hidden:
+        layers += [nn.Linear(d_in, d), nn.ReLU(), nn.Dropout(dropout)]
+        d_in = d
+    return nn.Sequential(*layers)
+
+
 class CategoricalEmbeddings(nn.Module):
     """One embedding table per categorical feature, stacked: ``(B, n_cat) -> (B, n_cat, d)``.
 

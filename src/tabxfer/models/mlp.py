@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from tabxfer.models.base import CategoricalEmbeddings, TabularModel, check_inputs
+from tabxfer.models.base import CategoricalEmbeddings, TabularModel, check_inputs, mlp_layers
 
 
 class MLPEmbed(nn.Module):
@@ -52,11 +52,6 @@ class MLP(TabularModel):
         if n_blocks < 1:
             raise ValueError(f"{n_blocks=} must be >= 1")
         self.embed = MLPEmbed(n_num, cardinalities, d_embed)
-        layers: list[nn.Module] = []
-        d_in = self.embed.d_out
-        for _ in range(n_blocks):
-            layers += [nn.Linear(d_in, d_block), nn.ReLU(), nn.Dropout(dropout)]
-            d_in = d_block
-        self.backbone = nn.Sequential(*layers)
+        self.backbone = mlp_layers(self.embed.d_out, [d_block] * n_blocks, dropout)
         self.d_backbone = d_block
         self.head = nn.Linear(d_block, d_out) if d_out is not None else None

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from tabxfer.models.base import CategoricalEmbeddings, TabularModel, check_inputs
+from tabxfer.models.base import CategoricalEmbeddings, TabularModel, check_inputs, mlp_layers
 from tabxfer.models.ft_transformer import MultiheadAttention, check_dropout
 
 
@@ -108,13 +108,9 @@ class TabTransformerBackbone(nn.Module):
             )
             for _ in range(n_blocks if n_cat else 0)  # no tokens, no blocks (and no unused parameters)
         )
-        layers: list[nn.Module] = []
         d_in = n_cat * d_token + n_num
-        for d in mlp_hidden:
-            layers += [nn.Linear(d_in, d), nn.ReLU(), nn.Dropout(mlp_dropout)]
-            d_in = d
-        self.mlp = nn.Sequential(*layers)
-        self.d_out = d_in
+        self.mlp = mlp_layers(d_in, mlp_hidden, mlp_dropout)
+        self.d_out = mlp_hidden[-1] if mlp_hidden else d_in
 
     def forward(self, z: tuple[Tensor, Tensor]) -> Tensor:
         tokens, x_num = z

@@ -29,7 +29,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from tabxfer.models.base import CategoricalEmbeddings, TabularModel, check_inputs
+from tabxfer.models.base import CategoricalEmbeddings, TabularModel, check_inputs, mlp_layers
 from tabxfer.models.mlp import MLPEmbed
 
 # Hash constants. _M is the Mersenne prime 2**31 - 1: residues are < 2**31, so a product of two residues
@@ -210,13 +210,8 @@ class WideDeep(TabularModel):
         self.crosses = cross_indices(cat_names, crosses, n_cat=len(cardinalities))
 
         self.embed = MLPEmbed(n_num, cardinalities, d_embed)
-        layers: list[nn.Module] = []
-        d_in = self.embed.d_out
-        for d in mlp_hidden:
-            layers += [nn.Linear(d_in, d), nn.ReLU(), nn.Dropout(dropout)]
-            d_in = d
-        self.backbone = nn.Sequential(*layers)
-        self.d_backbone = d_in
+        self.backbone = mlp_layers(self.embed.d_out, mlp_hidden, dropout)
+        self.d_backbone = mlp_hidden[-1] if mlp_hidden else self.embed.d_out
         self.head: WideDeepHead | None = None
         if d_out is not None:
             wide = Wide(
@@ -226,7 +221,7 @@ class WideDeep(TabularModel):
                 n_cross_buckets=n_cross_buckets,
                 d_out=d_out,
             )
-            self.head = WideDeepHead(d_backbone=d_in, wide=wide, d_out=d_out)
+            self.head = WideDeepHead(d_backbone=self.d_backbone, wide=wide, d_out=d_out)
 
     @property
     def wide(self) -> Wide | None:
