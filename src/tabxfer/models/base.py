@@ -7,6 +7,15 @@ heads, probes and fine-tuning with a new head).
 
 Named parts make transfer generic: fine-tuning freezes ``embed``/``backbone``/``head`` by name, with no
 model-specific code.
+
+Schema changes at fine-tuning time (the rule every model follows): columns the target adds are appended
+at the *end* of ``x_num`` / ``x_cat``; :meth:`TabularModel.add_features` grows the model for them, keeping
+every trained weight, so that afterwards its ``state_dict`` has exactly the keys and shapes of a model built
+fresh with the grown ``n_num`` / ``cardinalities``. Feature-token models (FT-Transformer, TabTransformer,
+TFT) get new tokens; models with a first dense layer on concatenated inputs (MLP, Wide&Deep, TabNet) get
+that layer widened with zero weights for the new columns, so the grown model computes what it did
+before until fine-tuning moves those weights. Columns the target lacks stay in the spec and arrive as
+"missing" (numeric 0 = the pretraining mean, categorical index 0).
 """
 
 from __future__ import annotations
@@ -31,6 +40,15 @@ class TabularModel(nn.Module):
     def forward(self, x_num: Tensor, x_cat: Tensor) -> Tensor:
         h = self.backbone(self.embed(x_num, x_cat))
         return h if self.head is None else self.head(h)
+
+    def features(self, x_num: Tensor, x_cat: Tensor, x_ctx: Tensor | None = None) -> Tensor:
+        """The backbone's features ``(B, d_backbone)``, what self-supervised heads and probes read."""
+        return self.backbone(self.embed(x_num, x_cat))
+
+    def add_features(self, *, n_num: int = 0, cardinalities: Sequence[int] = ()) -> None:
+        """Grow the model for ``n_num`` numeric and ``len(cardinalities)`` categorical columns appended to
+        the inputs (see the module docstring for the rule). Build the optimizer afterwards."""
+        raise NotImplementedError(f"{type(self).__name__} cannot take new input columns yet")
 
     def aux_loss(self) -> Tensor | None:
         """A regularization term of the last forward pass (TabNet's sparsity loss), or None."""
@@ -105,3 +123,44 @@ class NumericTokens(nn.Module):
 
     def forward(self, x_num: Tensor) -> Tensor:
         return x_num[..., None] * self.weight + self.bias  # (B, n, d)
+
+
+def check_added(n_num: int, cardinalities: Sequence[int]) -> None:
+    if n_num < 0 or any(c < 2 for c in cardinalities):
+        raise ValueError(f"{n_num=} must be >= 0 and every cardinality >= 2; got {list(cardinalities)}")
+
+
+@torch.no_grad()
+def widen_linear(linear: nn.Linear, at: int, n: int) -> nn.Linear:
+    """A copy of ``linear`` with ``n`` input columns inserted before input column ``at``, their weights 0:
+    on inputs whose old columns are unchanged it computes exactly what ``linear`` did.
+
+    >>> lin = nn.Linear(3, 2)
+    >>> wide = widen_linear(lin, 1, 2)
+    >>> x = torch.randn(4, 3)
+    >>> torch.equal(wide(torch.cat([x[:, :1], torch.randn(4, 2), x[:, 1:]], 1)), lin(x))
+    True
+    """
+    if not 0 <= at <= linear.in_features or n < 0:
+        raise ValueError(f"cannot insert {n} columns at {at} into {linear.in_features} inputs")
+    w = linear.weight
+    out = nn.Linear(linear.in_features + n, linear.out_features, bias=linear.bias is not None)
+    out = out.to(device=w.device, dtype=w.dtype)
+    out.weight.copy_(torch.cat([w[:, :at], w.new_zeros(w.shape[0], n), w[:, at:]], dim=1))
+    if linear.bias is not None:
+        out.bias.copy_(linear.bias)
+    return out
+
+
+@torch.no_grad()
+def grow_embeddings(
+    emb: CategoricalEmbeddings | None, old: Sequence[int], added: Sequence[int], d: int
+) -> CategoricalEmbeddings:
+    """``CategoricalEmbeddings(old + added, d)`` with the old tables' rows copied (new tables freshly
+    initialized). Appended features keep every old offset, so the old rows stay where they were."""
+    new = CategoricalEmbeddings([*old, *added], d)
+    if emb is not None:
+        n_old = sum(old)
+        new = new.to(emb.table.weight.device)
+        new.table.weight[:n_old] = emb.table.weight[:n_old]
+    return new

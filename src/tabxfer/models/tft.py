@@ -380,8 +380,11 @@ class TFT(TabularModel):
         self.head = nn.Linear(d_model, d_out) if d_out is not None else None
 
     def forward(self, x_num: Tensor, x_cat: Tensor, x_ctx: Tensor | None = None) -> Tensor:
-        h = self.backbone(*self.embed(x_num, x_cat, x_ctx))  # (B, d_model)
+        h = self.features(x_num, x_cat, x_ctx)  # (B, d_model)
         return h if self.head is None else self.head(h)
+
+    def features(self, x_num: Tensor, x_cat: Tensor, x_ctx: Tensor | None = None) -> Tensor:
+        return self.backbone(*self.embed(x_num, x_cat, x_ctx))  # (B, d_model)
 
     @property
     def last_interpretation(self) -> TFTInterpretation | None:
