@@ -14,17 +14,27 @@ from omegaconf import DictConfig, OmegaConf
 
 from tabxfer.features.build import build_cache
 from tabxfer.features.cache import TensorCache
+from tabxfer.features.spec import FeatureSpec
 
 log = logging.getLogger(__name__)
 
 
-def dataset_cache(data_cfg: DictConfig, cache_dir: str, *, force: bool = False) -> TensorCache:
-    """The tensor cache for a ``data`` config group (sources are Hydra ``_target_`` nodes)."""
+def dataset_cache(
+    data_cfg: DictConfig, cache_dir: str, *, force: bool = False, base_spec: FeatureSpec | None = None
+) -> TensorCache:
+    """The tensor cache for a ``data`` config group (sources are Hydra ``_target_`` nodes); anchored to
+    ``base_spec`` when fine-tuning a pretrained model."""
     sources = {name: hydra.utils.instantiate(node) for name, node in data_cfg.sources.items()}
     features: Any = OmegaConf.to_container(data_cfg.features, resolve=True)
     split: Any = OmegaConf.to_container(data_cfg.split, resolve=True)
     return build_cache(
-        sources, cache_dir=cache_dir, name=data_cfg.name, features=features, split=split, force=force
+        sources,
+        cache_dir=cache_dir,
+        name=data_cfg.name,
+        features=features,
+        split=split,
+        force=force,
+        base_spec=base_spec,
     )
 
 

@@ -38,7 +38,10 @@ class Source(Protocol):
 
 
 def cache_key(
-    sources: Mapping[str, Source], features: pipeline.FeatureConfig, split: SplitConfig
+    sources: Mapping[str, Source],
+    features: pipeline.FeatureConfig,
+    split: SplitConfig,
+    base_spec: FeatureSpec | None = None,
 ) -> tuple[str, dict[str, Any]]:
     desc = {
         "sources": {name: src.describe() for name, src in sources.items()},
@@ -46,6 +49,8 @@ def cache_key(
         "split": dataclasses.asdict(split),
         "versions": {"tabxfer": tabxfer.__version__, "pipeline": PIPELINE_VERSION, "polars": pl.__version__},
     }
+    if base_spec is not None:
+        desc["base_spec"] = fingerprint(base_spec.to_dict())
     return fingerprint(desc), desc
 
 
@@ -57,19 +62,27 @@ def build_cache(
     features: pipeline.FeatureConfig | Mapping[str, Any] | None = None,
     split: SplitConfig | Mapping[str, Any] | None = None,
     force: bool = False,
+    base_spec: FeatureSpec | None = None,
 ) -> TensorCache:
-    """The tensor cache of ``sources`` (a name -> source mapping), built unless it already exists."""
+    """The tensor cache of ``sources`` (a name -> source mapping), built unless it already exists.
+
+    ``base_spec``: a pretrained model's spec to anchor the features to (fine-tuning; see
+    :func:`~tabxfer.features.pipeline.anchor`): shared columns keep its scalers and vocabularies, the
+    target's own columns are appended.
+    """
     if not sources:
         raise ValueError("no sources given: a dataset needs at least one")
     feats, spl = pipeline.FeatureConfig.of(features), SplitConfig.of(split)
-    key, desc = cache_key(sources, feats, spl)
+    if base_spec is not None:
+        feats = pipeline.merge_config(pipeline.FeatureConfig.of(base_spec.config), feats)
+    key, desc = cache_key(sources, feats, spl, base_spec)
     path = Path(cache_dir) / f"{name}-{key}"
     if path.exists() and not force:
         log.info("tensor cache hit: %s", path)
         return TensorCache.open(path)
 
     t0 = time.perf_counter()
-    spec, splits, reports, n_loaded, tables = featurize(sources, feats, spl)
+    spec, splits, reports, n_loaded, tables = featurize(sources, feats, spl, base_spec)
     seconds = time.perf_counter() - t0
     manifest = {
         "fingerprint": key,
@@ -79,6 +92,7 @@ def build_cache(
         "drop_reports": reports,
         "rows": {"loaded": n_loaded, **{s: len(a["y"]) for s, a in splits.items()}},
         "seconds_to_featurize": round(seconds, 3),
+        "sources": list(sources),  # source_id i <-> sources[i]
     }
     if tables:
         manifest["context"] = {"hours": feats.context_hours, "channels": list(CONTEXT_CHANNELS)}
@@ -88,15 +102,20 @@ def build_cache(
 
 
 def featurize(
-    sources: Mapping[str, Source], features: pipeline.FeatureConfig, split: SplitConfig
+    sources: Mapping[str, Source],
+    features: pipeline.FeatureConfig,
+    split: SplitConfig,
+    base_spec: FeatureSpec | None = None,
 ) -> tuple[FeatureSpec, dict[str, dict[str, np.ndarray]], dict[str, Any], int, dict[str, np.ndarray]]:
     """Load every source, split, fit on train, transform: ``(spec, arrays per split, drop reports,
-    rows loaded, cache-level tables)``. Nothing is written."""
+    rows loaded, cache-level tables)``. Nothing is written. Each row keeps the index of its source in
+    ``sources`` as ``source_id`` (per-source sampling weights). With ``base_spec`` (and ``features``
+    already merged with its config) the spec is anchored to it."""
     frames, reports = [], {}
-    for src_name, src in sources.items():
+    for i, (src_name, src) in enumerate(sources.items()):
         df, rep = src.load()
         log.info("%s", rep.summary())
-        frames.append(df)
+        frames.append(df.with_columns(pl.lit(i, pl.Int16).alias("__source_id")))
         reports[src_name] = rep.to_dict()
     df = pl.concat(frames, how="diagonal_relaxed") if len(frames) > 1 else frames[0]
     if df.height == 0:
@@ -105,6 +124,8 @@ def featurize(
     is_train = df["split"] == "train"
     # raw features once for every row; statistics from the training rows only
     centers = pipeline.fit_centers(df.lazy().filter(is_train))
+    if base_spec is not None:  # shared cities keep the pretrained local frame
+        centers = {**centers, **base_spec.city_centers}
     raw = pipeline.raw_features(df.lazy(), features, centers).collect()
     tables: dict[str, np.ndarray] = {}
     per_row: dict[str, np.ndarray] = {}
@@ -116,6 +137,9 @@ def featurize(
             tables = {"ctx_city": ctx.city_table, "ctx_region": ctx.region_table}
             per_row = {"ctx_city_idx": ctx.city_idx, "ctx_region_idx": ctx.region_idx}
     spec = pipeline.fit_raw(raw.filter(is_train), features, centers)
+    if base_spec is not None:
+        spec = pipeline.anchor(base_spec, spec)
+    per_row["source_id"] = df["__source_id"].to_numpy()
     arrays = pipeline.to_arrays(pipeline.scale(raw.lazy(), spec).collect(), spec) | per_row
     codes = df["split"].to_physical().to_numpy()
     out = {}

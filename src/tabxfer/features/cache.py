@@ -9,6 +9,7 @@ One cache is a folder::
         train/x_cat.npy   int32   (N, n_categorical)
         train/y.npy       float32 (N,)   transformed target (NaN where unlabeled)
         train/pickup_ts.npy int64 (N,)   Unix seconds of the local pickup time
+        train/source_id.npy int16 (N,)   which source the row came from (manifest["sources"][i])
 
 Arrays are memory-mapped on load (``np.load(mmap_mode="r")``), so opening a cache of any size takes
 milliseconds and a GPU run copies each array to the device once. The folder is written under a temporary
@@ -34,7 +35,7 @@ ARRAYS = ("x_num", "x_cat", "y", "pickup_ts")
 CACHE_VERSION = 1
 
 
-OPTIONAL = ("ctx_city_idx", "ctx_region_idx")  # present when the cache has a temporal context
+OPTIONAL = ("ctx_city_idx", "ctx_region_idx", "source_id")  # context indices; the row's source
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +46,7 @@ class SplitArrays:
     pickup_ts: np.ndarray  # (N,) int64
     ctx_city_idx: np.ndarray | None = None  # (N,) int64: row of the pickup hour in the ctx_city table
     ctx_region_idx: np.ndarray | None = None  # (N,) int64: same in ctx_region
+    source_id: np.ndarray | None = None  # (N,) int16: index into the manifest's ``sources``
 
     def __len__(self) -> int:
         return int(self.y.shape[0])

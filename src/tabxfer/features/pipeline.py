@@ -333,6 +333,52 @@ def fit_raw(raw: pl.DataFrame, cfg: FeatureConfig, centers: Mapping[str, tuple[f
     )
 
 
+def merge_config(base: FeatureConfig, target: FeatureConfig) -> FeatureConfig:
+    """The pretraining (``base``) feature config grown by what the fine-tuning ``target`` config adds.
+
+    Every setting that changes what an existing feature means (cell size, context window, target) comes
+    from ``base``; switches are OR-ed and column lists united, so the merged config derives every base
+    feature plus the target's own. Fitting settings for the new columns (``min_count``, ``max_vocab``)
+    come from ``target``.
+    """
+
+    def union(a: Sequence[str], b: Sequence[str]) -> tuple[str, ...]:
+        return tuple(dict.fromkeys([*a, *b]))
+
+    switches = ("distances", "local_frame", "time", "holidays", "cells", "context", "context_flat")
+    lists = ("categorical", "numeric", "extra_categorical", "extra_numeric")
+    return dataclasses.replace(
+        base,
+        **{k: getattr(base, k) or getattr(target, k) for k in switches},  # type: ignore[arg-type]
+        **{k: union(getattr(base, k), getattr(target, k)) for k in lists},  # type: ignore[arg-type]
+        min_count=target.min_count,
+        max_vocab=target.max_vocab,
+    )
+
+
+def anchor(base: FeatureSpec, fitted: FeatureSpec) -> FeatureSpec:
+    """The fine-tuning spec: ``base``'s features first, in its order and with its statistics and
+    vocabularies (so a pretrained model reads every shared column as it learned it), then the features
+    only ``fitted`` (the target's training rows) has, appended. Base features the target lacks stay: the
+    target's rows carry them as missing. The target statistics are the base's when the target is the
+    same quantity (the pretrained head keeps its scale), else the fitted ones.
+
+    >>> a = FeatureSpec((NumericFeature("x", 1.0, 2.0),), (), Target(), {"nyc": (40.7, -74.0)})
+    >>> b = FeatureSpec((NumericFeature("x", 0.0, 1.0), NumericFeature("z", 0.0, 1.0)), (), Target(), {})
+    >>> [(f.name, f.mean) for f in anchor(a, b).numeric]
+    [('x', 1.0), ('z', 0.0)]
+    """
+    base_num, base_cat = set(base.numeric_names), set(base.categorical_names)
+    same_target = (base.target.name, base.target.transform) == (fitted.target.name, fitted.target.transform)
+    return dataclasses.replace(
+        fitted,
+        numeric=(*base.numeric, *(f for f in fitted.numeric if f.name not in base_num)),
+        categorical=(*base.categorical, *(f for f in fitted.categorical if f.name not in base_cat)),
+        target=base.target if same_target else fitted.target,
+        city_centers={**fitted.city_centers, **base.city_centers},
+    )
+
+
 def _known_centers(spec: FeatureSpec, cities: Sequence[str]) -> dict[str, tuple[float, float]]:
     """The spec's centers, plus known real/synthetic city centers for cities unseen at fit time."""
     centers = dict(spec.city_centers)
