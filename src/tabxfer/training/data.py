@@ -4,11 +4,21 @@ The tensor cache is copied to the device once (a few hundred MB for millions of 
 random permutation *on the device* and slices it into batches, so the GPU never waits on a Python loop
 or a host-to-device copy. The same code runs on CPU. Under DDP each rank takes every ``world``-th index
 of the shared permutation (trimmed so that every rank runs the same number of steps).
+
+Two additions for pretraining corpora:
+
+* **Source weights** (``data.weights``: source name -> weight): an epoch draws ``round(w * n_source)``
+  rows of each source (without replacement up to its size, whole extra passes above), so a small real
+  source can count as much as a large synthetic one.
+* **Streaming** (``datamodule.chunk_rows``): a training split larger than that is never loaded whole.
+  Each epoch shuffles blocks of ``block_rows`` contiguous rows of the memory-mapped cache, reads
+  ``chunk_rows`` rows' worth of blocks at a time (sequential reads), moves them to the device and
+  shuffles them there; memory stays at one chunk however large the corpus.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 import numpy as np
 import pytorch_lightning as L
@@ -51,6 +61,37 @@ class ContextGather:
         return torch.cat([c, r], dim=-1)  # (B, T, 4)
 
 
+class SourceSampler:
+    """Per-epoch row indices that weight each source: ``round(w_s * n_s)`` rows of source ``s``.
+
+    >>> s = SourceSampler(torch.tensor([0, 0, 0, 0, 1, 1]), [0.5, 2.0])
+    >>> len(s), sorted(s.draw(torch.Generator().manual_seed(0)).tolist()).count(4)
+    (6, 2)
+    """
+
+    def __init__(self, source_id: Tensor, weights: list[float]):
+        if any(w < 0 for w in weights):
+            raise ValueError(f"source weights must be >= 0; got {weights}")
+        self.rows = [torch.nonzero(source_id == s).flatten() for s in range(len(weights))]
+        self.counts = [round(w * len(r)) for w, r in zip(weights, self.rows, strict=True)]
+        if sum(self.counts) == 0:
+            raise ValueError(f"source weights {weights} select no rows")
+
+    def __len__(self) -> int:
+        return sum(self.counts)
+
+    def draw(self, g: torch.Generator) -> Tensor:
+        parts = []
+        for rows, k in zip(self.rows, self.counts, strict=True):
+            full, rest = divmod(k, max(len(rows), 1))
+            for _ in range(full):
+                parts.append(rows[torch.randperm(len(rows), generator=g).to(rows.device)])
+            if rest:
+                parts.append(rows[torch.randperm(len(rows), generator=g)[:rest].to(rows.device)])
+        idx = torch.cat(parts)
+        return idx[torch.randperm(len(idx), generator=g).to(idx.device)]
+
+
 class DeviceBatches:
     """An iterable of batches over device tensors. ``len()`` is the number of batches per epoch."""
 
@@ -65,13 +106,14 @@ class DeviceBatches:
         rank: int = 0,
         world: int = 1,
         context: ContextGather | None = None,
+        sampler: SourceSampler | None = None,
     ):
         if batch_size < 1:
             raise ValueError(f"{batch_size=} must be >= 1")
         self.tensors, self.batch_size, self.shuffle, self.drop_last = tensors, batch_size, shuffle, drop_last
         self.seed, self.rank, self.world, self.epoch = seed, rank, world, 0
-        self.context = context
-        n = len(tensors[0])
+        self.context, self.source_sampler = context, sampler
+        n = len(sampler) if sampler is not None else len(tensors[0])  # (not `.sampler`: Lightning reads that)
         self.n_local = n // world if (shuffle or world > 1) else n  # equal shards: same step count per rank
 
     def __len__(self) -> int:
@@ -83,7 +125,10 @@ class DeviceBatches:
         n = len(self.tensors[0])
         if self.shuffle:
             g = torch.Generator(device="cpu").manual_seed(self.seed * 100_003 + self.epoch)
-            perm = torch.randperm(n, generator=g).to(device)  # (n,) one small copy per epoch
+            if self.source_sampler is not None:
+                perm = self.source_sampler.draw(g).to(device)
+            else:
+                perm = torch.randperm(n, generator=g).to(device)  # (n,) one small copy per epoch
         elif self.world > 1:
             perm = torch.arange(n, device=device)
         else:
@@ -105,6 +150,78 @@ class DeviceBatches:
             yield batch
 
 
+class StreamedBatches:
+    """Training batches from a memory-mapped split too large for the device: chunk by chunk.
+
+    Every epoch shuffles the split's blocks (``block_rows`` contiguous rows), then for each group of
+    blocks making up ``chunk_rows`` rows: reads them (sorted, so reads are sequential), moves them to the
+    device, applies the source weights within the chunk and yields shuffled batches. Under DDP every rank
+    reads the same chunks (same seed) and keeps every ``world``-th row of each.
+    """
+
+    def __init__(
+        self,
+        arrays: SplitArrays,
+        *,
+        device: torch.device,
+        batch_size: int,
+        chunk_rows: int,
+        block_rows: int = 65_536,
+        seed: int = 0,
+        rank: int = 0,
+        world: int = 1,
+        context: ContextGather | None = None,
+        weights: list[float] | None = None,
+    ):
+        if chunk_rows < block_rows or block_rows < 1:
+            raise ValueError(f"need 1 <= {block_rows=} <= {chunk_rows=}")
+        self.arrays, self.device, self.batch_size = arrays, device, batch_size
+        self.blocks_per_chunk = chunk_rows // block_rows
+        self.block_rows, self.seed, self.rank, self.world = block_rows, seed, rank, world
+        self.context, self.weights, self.epoch = context, weights, 0
+        self.n = len(arrays)
+        self.n_blocks = -(-self.n // block_rows)
+        if weights is not None and arrays.source_id is not None:
+            # expected rows per epoch under the weights (each chunk is a random sample of the split)
+            counts = np.bincount(np.asarray(arrays.source_id), minlength=len(weights))
+            self.n_epoch = int(sum(round(w * c) for w, c in zip(weights, counts, strict=True)))
+        else:
+            self.n_epoch = self.n
+
+    def __len__(self) -> int:  # an estimate under weights (rounding per chunk)
+        return -(-(self.n_epoch // self.world) // self.batch_size)
+
+    def _chunk(self, blocks: np.ndarray) -> SplitArrays:
+        starts = np.sort(blocks) * self.block_rows
+        index = np.concatenate([np.arange(a, min(a + self.block_rows, self.n)) for a in starts])
+        return self.arrays.subset(index)
+
+    def __iter__(self) -> Iterator[Batch]:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        g = torch.Generator(device="cpu").manual_seed(self.seed * 100_003 + self.epoch)
+        self.epoch += 1
+        order = rng.permutation(self.n_blocks)
+        use_context = self.context is not None
+        for c in range(0, self.n_blocks, self.blocks_per_chunk):
+            chunk = self._chunk(order[c : c + self.blocks_per_chunk])
+            tensors = to_tensors(chunk, self.device, context=use_context)
+            sampler = None
+            if self.weights is not None and chunk.source_id is not None:
+                sid = torch.as_tensor(np.asarray(chunk.source_id, dtype=np.int64), device=self.device)
+                sampler = SourceSampler(sid, self.weights)
+            inner = DeviceBatches(
+                tensors,
+                batch_size=self.batch_size,
+                shuffle=True,
+                seed=int(torch.randint(0, 2**31 - 1, (1,), generator=g)),
+                rank=self.rank,
+                world=self.world,
+                context=self.context,
+                sampler=sampler,
+            )
+            yield from inner
+
+
 class CacheDataModule(L.LightningDataModule):
     """Serves a :class:`~tabxfer.features.cache.TensorCache`'s splits as device-resident batches.
 
@@ -113,6 +230,9 @@ class CacheDataModule(L.LightningDataModule):
         batch_size / eval_batch_size: rows per training / evaluation batch.
         train_limit: use only the first ``train_limit`` training rows (data-efficiency studies); the
             cache's row order is already random for random splits.
+        weights: source name -> sampling weight for the training split (missing names: 1.0).
+        chunk_rows: stream a training split with more rows than this in chunks (see
+            :class:`StreamedBatches`); ``None`` loads it whole.
     """
 
     def __init__(
@@ -123,14 +243,30 @@ class CacheDataModule(L.LightningDataModule):
         eval_batch_size: int = 8192,
         train_limit: int | None = None,
         seed: int = 0,
+        weights: Mapping[str, float] | None = None,
+        chunk_rows: int | None = None,
+        block_rows: int = 65_536,
     ):
         super().__init__()
         self.cache = cache if isinstance(cache, TensorCache) else TensorCache.open(cache)
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.train_limit, self.seed = train_limit, seed
+        self.chunk_rows, self.block_rows = chunk_rows, block_rows
+        self.weights = self._weight_list(weights)
         self._tensors: dict[str, Batch] = {}
         self._context: ContextGather | None = None
         self.context_hours = self.cache.context_hours
+
+    def _weight_list(self, weights: Mapping[str, float] | None) -> list[float] | None:
+        if not weights:
+            return None
+        names = list(self.cache.manifest.get("sources", []))
+        unknown = set(weights) - set(names)
+        if unknown:
+            raise ValueError(
+                f"data.weights names {sorted(unknown)}, which are not sources of this cache: {names}"
+            )
+        return [float(weights.get(n, 1.0)) for n in names]
 
     def _device(self) -> torch.device:
         trainer = getattr(self, "trainer", None)
@@ -138,9 +274,7 @@ class CacheDataModule(L.LightningDataModule):
 
     def _split(self, name: str) -> Batch:
         if name not in self._tensors:
-            arrays = self.cache.split(name)
-            if name == "train" and self.train_limit is not None:
-                arrays = arrays.subset(slice(0, self.train_limit))  # type: ignore[arg-type]
+            arrays = self._train_arrays() if name == "train" else self.cache.split(name)
             self._tensors[name] = to_tensors(arrays, self._device(), context=self.context_hours is not None)
         return self._tensors[name]
 
@@ -158,8 +292,44 @@ class CacheDataModule(L.LightningDataModule):
         trainer = getattr(self, "trainer", None)
         return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
 
-    def train_dataloader(self) -> DeviceBatches:
+    def _train_arrays(self) -> SplitArrays:
+        arrays = self.cache.split("train")
+        if self.train_limit is not None:
+            arrays = arrays.subset(slice(0, self.train_limit))  # type: ignore[arg-type]
+        return arrays
+
+    @property
+    def streamed(self) -> bool:
+        return self.chunk_rows is not None and len(self._train_arrays()) > self.chunk_rows
+
+    def n_train(self) -> int:
+        return len(self._train_arrays())
+
+    def train_dataloader(self) -> DeviceBatches | StreamedBatches:
         rank, world = self._rank_world()
+        if self.streamed:
+            assert self.chunk_rows is not None
+            return StreamedBatches(
+                self._train_arrays(),
+                device=self._device(),
+                batch_size=self.batch_size,
+                chunk_rows=self.chunk_rows,
+                block_rows=min(self.block_rows, self.chunk_rows),
+                seed=self.seed,
+                rank=rank,
+                world=world,
+                context=self._gather(),
+                weights=self.weights,
+            )
+        sampler = None
+        if self.weights is not None:
+            sid = self.cache.split("train").source_id
+            if sid is None:
+                raise ValueError(f"cache {self.cache.path} has no source ids; rebuild it to use data.weights")
+            sid_t = torch.as_tensor(
+                np.asarray(sid[: self.train_limit], dtype=np.int64), device=self._device()
+            )
+            sampler = SourceSampler(sid_t, self.weights)
         return DeviceBatches(
             self._split("train"),
             batch_size=self.batch_size,
@@ -168,6 +338,7 @@ class CacheDataModule(L.LightningDataModule):
             rank=rank,
             world=world,
             context=self._gather(),
+            sampler=sampler,
         )
 
     def _eval(self, name: str) -> DeviceBatches:
