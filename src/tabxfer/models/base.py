@@ -161,6 +161,6 @@ def grow_embeddings(
     new = CategoricalEmbeddings([*old, *added], d)
     if emb is not None:
         n_old = sum(old)
-        new = new.to(emb.table.weight.device)
+        new = new.to(emb.table.weight)  # device and dtype
         new.table.weight[:n_old] = emb.table.weight[:n_old]
     return new

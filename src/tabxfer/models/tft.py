@@ -22,6 +22,22 @@ Parts: ``embed`` = :class:`TFTEmbed` (static and temporal variable embeddings), 
 :class:`TFTBackbone` (everything from variable selection to the output gate), ``head`` =
 ``Linear(d_model, d_out)`` (the paper's quantile outputs become one regression output).
 After each forward, :attr:`TFT.last_interpretation` holds the variable-selection and attention weights.
+
+New columns (fine-tuning on a wider schema)
+-------------------------------------------
+The static variables are ordered ``[numerics..., categoricals...]``, so columns appended at the end of
+``x_num`` / ``x_cat`` (the rule of :mod:`tabxfer.models.base`) become static variables inserted after the
+old numerics and after the old categoricals. :meth:`TFT.add_features` grows, in place and keeping every
+trained weight at its variable's new index: the numeric tokens and categorical tables (and the per-variable
+projection of narrow tables), every per-variable GRN of the static selection network (new slices
+initialized as at construction), and the selection-weight GRN, whose input is the flattened
+``n_static * d_model`` embeddings and whose output is one logit per variable: zero input weights for the
+new variables' blocks (its hidden layer is unchanged) and zero output rows (skip and GLU), with the
+LayerNorm over the logits giving each new variable gain 0 and bias ``mean(old biases) -``
+:data:`NEW_VARIABLE_LOGIT_GAP`. A new variable's logit thus starts as that constant, about ``e^-2`` of an
+average old variable's weight: little disturbance of the trained selection, but not so little that the
+softmax starves its gradient. The old logits still move a little, as the LayerNorm's statistics now count
+the new variables. The temporal inputs and everything after the static selection are unchanged.
 """
 
 from __future__ import annotations
@@ -33,8 +49,20 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tabxfer.models.base import CategoricalEmbeddings, NumericTokens, TabularModel, check_inputs
+from tabxfer.models.base import (
+    CategoricalEmbeddings,
+    NumericTokens,
+    TabularModel,
+    check_added,
+    check_inputs,
+    grow_embeddings,
+    widen_linear,
+)
 from tabxfer.models.ft_transformer import check_dropout
+
+NEW_VARIABLE_LOGIT_GAP = 2.0
+"""How far below the mean of the old variables' logit biases a new static variable's selection logit starts
+(see the module docstring): it starts with about ``e^-2`` of an average old variable's weight."""
 
 
 @dataclass
@@ -74,6 +102,21 @@ class GroupedLinear(nn.Module):
         y = torch.bmm(z, self.weight).transpose(0, 1)  # (M, n, d_out): one matmul per variable
         return y.reshape((*x.shape[:-1], d_out)) + self.bias  # (..., n, d_out)
 
+    @torch.no_grad()
+    def insert(self, at: int, n: int) -> None:
+        """Insert ``n`` variables before variable ``at``, initialized as at construction.
+
+        >>> g = GroupedLinear(2, 3, 4)
+        >>> old = g.weight.clone()
+        >>> g.insert(1, 2)
+        >>> g.weight.shape, torch.equal(g.weight[0], old[0]), torch.equal(g.weight[3], old[1])
+        (torch.Size([4, 3, 4]), True, True)
+        """
+        w = self.weight
+        new = GroupedLinear(n, w.shape[1], w.shape[2]).to(w)
+        self.weight = nn.Parameter(_insert(w, at, new.weight))
+        self.bias = nn.Parameter(_insert(self.bias, at, new.bias))
+
 
 class GroupedLayerNorm(nn.Module):
     """LayerNorm over the last dim with per-variable affine parameters: ``(..., n, d) -> (..., n, d)``."""
@@ -86,6 +129,20 @@ class GroupedLayerNorm(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return F.layer_norm(x, (self.d,)) * self.weight + self.bias
+
+    @torch.no_grad()
+    def insert(self, at: int, n: int) -> None:
+        """Insert ``n`` variables before variable ``at``, initialized as at construction (identity)."""
+        w, b = self.weight, self.bias
+        self.weight = nn.Parameter(_insert(w, at, w.new_ones(n, self.d)))
+        self.bias = nn.Parameter(_insert(b, at, b.new_zeros(n, self.d)))
+
+
+def _insert(t: Tensor, at: int, new: Tensor) -> Tensor:
+    """``t`` with ``new`` inserted before index ``at`` of dim 0."""
+    if not 0 <= at <= t.shape[0]:
+        raise ValueError(f"cannot insert at {at} into {t.shape[0]} variables")
+    return torch.cat([t[:at], new, t[at:]])
 
 
 class GateAddNorm(nn.Module):
@@ -148,6 +205,7 @@ class VariableSelection(nn.Module):
 
     def __init__(self, *, n_vars: int, d_model: int, dropout: float, d_context: int = 0):
         super().__init__()
+        self.n_vars, self.d_model = n_vars, d_model
         self.weights = GRN(
             d_in=n_vars * d_model, d_hidden=d_model, d_out=n_vars, dropout=dropout, d_context=d_context
         )
@@ -157,6 +215,56 @@ class VariableSelection(nn.Module):
         v = torch.softmax(self.weights(xi.flatten(-2), c), dim=-1)  # (..., n)
         h = self.variables(xi)  # (..., n, d)
         return (v.unsqueeze(-1) * h).sum(-2), v  # (..., d), (..., n)
+
+    def new_variable_logit(self) -> float:
+        """The constant selection logit :meth:`insert` gives new variables by default (module docstring)."""
+        return self.weights.gate.norm.bias.mean().item() - NEW_VARIABLE_LOGIT_GAP
+
+    @torch.no_grad()
+    def insert(self, at: int, n: int, *, logit: float | None = None) -> None:
+        """Insert ``n`` variables before variable ``at``; every old variable keeps its weights.
+
+        Each new variable gets its own GRN, initialized as at construction; the selection-weight GRN gets
+        zero input weights for the new variables' blocks, zero output rows, and LayerNorm gain 0 and bias
+        ``logit`` (default :meth:`new_variable_logit`) for the new logits, which thus start at ``logit``.
+        """
+        if not 0 <= at <= self.n_vars or n < 0:
+            raise ValueError(f"cannot insert {n} variables at {at} into {self.n_vars}")
+        if not n:
+            return
+        logit = self.new_variable_logit() if logit is None else logit
+        n_old, d, grn, gate = self.n_vars, self.d_model, self.weights, self.weights.gate
+        assert isinstance(grn.fc2, nn.Linear) and isinstance(gate.fc, nn.Linear)
+        assert isinstance(gate.norm, nn.LayerNorm) and gate.norm.bias is not None
+        grn.fc2 = widen_linear(grn.fc2, at * d, n * d)  # input: the flattened (n_vars * d) embeddings
+        if grn.skip is not None:  # None when d_model == 1 (then it is the identity, before and after)
+            assert isinstance(grn.skip, nn.Linear)
+            grn.skip = _insert_outputs(widen_linear(grn.skip, at * d, n * d), [at], n)
+        gate.fc = _insert_outputs(gate.fc, [at, n_old + at], n)  # the GLU's value and gate halves
+        w, b = gate.norm.weight, gate.norm.bias
+        gate.norm = nn.LayerNorm(n_old + n, eps=gate.norm.eps).to(w)
+        gate.norm.weight.copy_(_insert(w, at, w.new_zeros(n)))
+        gate.norm.bias.copy_(_insert(b, at, b.new_full((n,), logit)))
+        for m in self.variables.modules():
+            if isinstance(m, GroupedLinear | GroupedLayerNorm):
+                m.insert(at, n)
+        self.n_vars += n
+
+
+@torch.no_grad()
+def _insert_outputs(linear: nn.Linear, ats: Sequence[int], n: int) -> nn.Linear:
+    """A copy of ``linear`` with ``n`` zero output rows (weight and bias) inserted before each output row in
+    ``ats`` (old indices, ascending)."""
+    weight: Tensor = linear.weight
+    bias: Tensor | None = linear.bias
+    for at in reversed(ats):  # from the end, so the earlier indices still hold
+        weight = _insert(weight, at, weight.new_zeros(n, weight.shape[1]))
+        bias = None if bias is None else _insert(bias, at, bias.new_zeros(n))
+    out = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None).to(weight)
+    out.weight.copy_(weight)
+    if bias is not None:
+        out.bias.copy_(bias)
+    return out
 
 
 class InterpretableMultiHeadAttention(nn.Module):
@@ -199,6 +307,12 @@ class TFTEmbed(nn.Module):
     ``d_embed_cat``, mapped to ``d_model`` by a per-variable linear map when narrower (a low-rank table).
     """
 
+    # registered (as None when absent) in this order, so that grown models list parameters as fresh ones do
+    num: NumericTokens | None
+    cat: CategoricalEmbeddings | None
+    cat_proj: GroupedLinear | None
+    ctx: NumericTokens | None
+
     def __init__(
         self,
         *,
@@ -211,13 +325,16 @@ class TFTEmbed(nn.Module):
     ):
         super().__init__()
         n_cat = len(cardinalities)
+        self.n_num, self.cardinalities = n_num, list(cardinalities)
         self.n_ctx, self.ctx_len = n_ctx, ctx_len
-        self.num = NumericTokens(n_num, d_model) if n_num else None
-        self.cat = CategoricalEmbeddings(cardinalities, d_embed_cat) if n_cat else None
-        self.cat_proj = (
-            GroupedLinear(n_cat, d_embed_cat, d_model) if n_cat and d_embed_cat != d_model else None
+        self.d_model, self.d_embed_cat = d_model, d_embed_cat
+        self.register_module("num", NumericTokens(n_num, d_model) if n_num else None)
+        self.register_module("cat", CategoricalEmbeddings(cardinalities, d_embed_cat) if n_cat else None)
+        self.register_module(
+            "cat_proj",
+            GroupedLinear(n_cat, d_embed_cat, d_model) if n_cat and d_embed_cat != d_model else None,
         )
-        self.ctx = NumericTokens(n_ctx, d_model) if n_ctx else None
+        self.register_module("ctx", NumericTokens(n_ctx, d_model) if n_ctx else None)
 
     def forward(
         self, x_num: Tensor, x_cat: Tensor, x_ctx: Tensor | None = None
@@ -236,6 +353,27 @@ class TFTEmbed(nn.Module):
         if not torch.jit.is_tracing() and tuple(x_ctx.shape[1:]) != (self.ctx_len, self.n_ctx):
             raise ValueError(f"x_ctx must be (B, {self.ctx_len}, {self.n_ctx}); got {tuple(x_ctx.shape)}")
         return torch.cat(static, dim=1), self.ctx(x_ctx)  # (B, n_static, d), (B, T, n_ctx, d)
+
+    @torch.no_grad()
+    def add_features(self, *, n_num: int = 0, cardinalities: Sequence[int] = ()) -> None:
+        """Static variables for columns appended to ``x_num`` / ``x_cat``, initialized as at construction;
+        the old ones keep their parameters (on their device and dtype)."""
+        check_added(n_num, cardinalities)
+        ref = next(self.parameters())
+        if n_num:
+            num = NumericTokens(self.n_num + n_num, self.d_model).to(ref)
+            if self.num is not None:
+                num.weight[: self.n_num] = self.num.weight
+                num.bias[: self.n_num] = self.num.bias
+            self.num, self.n_num = num, self.n_num + n_num
+        if cardinalities:
+            n_cat, d = len(self.cardinalities), self.d_embed_cat
+            cat = grow_embeddings(self.cat, self.cardinalities, cardinalities, d).to(ref)
+            if self.cat_proj is not None:
+                self.cat_proj.insert(n_cat, len(cardinalities))
+            elif d != self.d_model:
+                self.cat_proj = GroupedLinear(len(cardinalities), d, self.d_model).to(ref)
+            self.cat, self.cardinalities = cat, [*self.cardinalities, *cardinalities]
 
 
 class TFTBackbone(nn.Module):
@@ -306,6 +444,17 @@ class TFTBackbone(nn.Module):
         out, interpretation = self.encode(static, temporal, all_steps=False)
         self.last_interpretation = interpretation.detach()
         return out[:, -1]  # (B, d)
+
+    @torch.no_grad()
+    def add_static(self, *, n_num_old: int, n_num: int, n_cat: int) -> None:
+        """Static variables for ``n_num`` numeric columns (inserted after the ``n_num_old`` old numerics) and
+        ``n_cat`` categorical ones (appended), in the static selection network (module docstring)."""
+        selection = self.static_selection
+        if not 0 <= n_num_old <= selection.n_vars or n_num < 0 or n_cat < 0:
+            raise ValueError(f"{n_num_old=} must be in [0, {selection.n_vars}]; {n_num=}, {n_cat=} >= 0")
+        logit = selection.new_variable_logit()  # from the old variables only: one value for all new ones
+        selection.insert(selection.n_vars, n_cat, logit=logit)  # the end first: n_num_old still holds
+        selection.insert(n_num_old, n_num, logit=logit)
 
 
 class TFT(TabularModel):
@@ -385,6 +534,23 @@ class TFT(TabularModel):
 
     def features(self, x_num: Tensor, x_cat: Tensor, x_ctx: Tensor | None = None) -> Tensor:
         return self.backbone(*self.embed(x_num, x_cat, x_ctx))  # (B, d_model)
+
+    @torch.no_grad()
+    def add_features(self, *, n_num: int = 0, cardinalities: Sequence[int] = ()) -> None:
+        """Grow the model for ``n_num`` numeric and ``len(cardinalities)`` categorical columns appended to
+        ``x_num`` / ``x_cat`` (module docstring): afterwards its ``state_dict`` has the keys and shapes (and
+        its parameters the order) of ``TFT(n_num=old + n_num, cardinalities=old + cardinalities, ...)``.
+        The context inputs are unchanged. Build the optimizer afterwards: the grown tensors are new.
+
+        >>> m = TFT(n_num=2, cardinalities=[4], d_model=8, n_heads=2)
+        >>> m.add_features(n_num=1, cardinalities=[6])
+        >>> m(torch.randn(5, 3), torch.randint(0, 4, (5, 2))).shape
+        torch.Size([5, 1])
+        """
+        check_added(n_num, cardinalities)
+        n_num_old = self.embed.n_num
+        self.embed.add_features(n_num=n_num, cardinalities=cardinalities)
+        self.backbone.add_static(n_num_old=n_num_old, n_num=n_num, n_cat=len(cardinalities))
 
     @property
     def last_interpretation(self) -> TFTInterpretation | None:
