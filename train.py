@@ -8,7 +8,7 @@ from tabxfer.train import run
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    return run(cfg)["val/rmsle"]  # returned for sweepers
+    return run(cfg)["monitor_value"]  # val/rmsle (val/loss when pretraining without labels), for sweepers
 
 
 if __name__ == "__main__":

@@ -1,8 +1,14 @@
 """``python train.py model=<name> [overrides]``: prepare data, build the model, fit, test, save.
 
-Every run writes into its Hydra run directory: ``checkpoints/`` (``best.ckpt`` by ``val/rmsle`` and
-``last.ckpt``), ``metrics.json`` (final metrics, written atomically), the resolved config, and the logger's
-files (W&B offline by default). ``ckpt_path=<run>/checkpoints/last.ckpt`` resumes a killed run.
+Every run writes into its Hydra run directory: ``checkpoints/`` (``best.ckpt`` by ``monitor``, default
+``val/rmsle``, and ``last.ckpt``), ``metrics.json`` (final metrics, written atomically), the resolved config,
+and the logger's files (W&B offline by default). ``ckpt_path=<run>/checkpoints/last.ckpt`` resumes a killed
+run.
+
+Pretraining is a run with ``objective.*`` weights (self-supervised and/or supervised) on a corpus
+(``data=mobility``); its ``best.ckpt`` is the pretrained artifact (weights, spec, corpus description).
+Fine-tuning is a run with ``init_from=<that checkpoint> finetune=<strategy>`` (see
+:mod:`tabxfer.training.transfer`).
 """
 
 from __future__ import annotations
@@ -23,13 +29,16 @@ import pytorch_lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from tabxfer.config import register_resolvers
 from tabxfer.features.cache import SplitArrays, TensorCache
 from tabxfer.models.baselines import TreeBaseline
 from tabxfer.prepare import dataset_cache
 from tabxfer.training.data import CacheDataModule
-from tabxfer.training.module import MONITOR, TabularRegressor
+from tabxfer.training.module import MONITOR, Finetune, TabularRegressor
+from tabxfer.training.transfer import adapt, load_pretrained
 
 log = logging.getLogger(__name__)
+register_resolvers()  # before Hydra composes configs/train.yaml
 
 
 def model_config(model_cfg: DictConfig, cache: TensorCache) -> dict[str, Any]:
@@ -50,6 +59,10 @@ def model_config(model_cfg: DictConfig, cache: TensorCache) -> dict[str, Any]:
         fill |= {"n_ctx": len(cache.manifest["context"]["channels"]), "ctx_len": cache.context_hours}
     cfg.update({k: v for k, v in fill.items() if k in accepts and cfg.get(k) is None})
     return cfg
+
+
+def _pretrained_summary(meta: Any) -> dict[str, Any]:
+    return {"data_fingerprint": meta.get("data_fingerprint"), "corpus": meta.get("corpus")}
 
 
 def environment() -> dict[str, Any]:
@@ -81,15 +94,38 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
-    cache = dataset_cache(cfg.data, cfg.paths.cache_dir)
-    if issubclass(hydra.utils.get_class(cfg.model._target_), TreeBaseline):
+    tree = issubclass(hydra.utils.get_class(cfg.model._target_), TreeBaseline)
+    pre = load_pretrained(cfg.init_from) if cfg.get("init_from") else None
+    if pre is not None and (tree or pre.model_cfg["_target_"] != cfg.model._target_):
+        raise ValueError(
+            f"init_from={cfg.init_from} holds a {pre.model_cfg['_target_']}, but model={cfg.model._target_}: "
+            "fine-tune with the pretrained model's group (its architecture comes from the checkpoint)"
+        )
+    cache = dataset_cache(cfg.data, cfg.paths.cache_dir, base_spec=pre.spec if pre else None)
+    if tree:
         return run_baseline(cfg, cache, out)
-    dm = CacheDataModule(cache, seed=cfg.seed or 0, **cfg.datamodule)
-    mcfg = model_config(cfg.model, cache)
+    weights = OmegaConf.to_container(cfg.data.weights, resolve=True) if cfg.data.get("weights") else {}
+    dm = CacheDataModule(cache, seed=cfg.seed or 0, weights=weights, **cfg.datamodule)  # type: ignore[arg-type]
+    finetune: dict[str, Any] = (
+        OmegaConf.to_container(cfg.finetune, resolve=True) if cfg.get("finetune") else {}  # type: ignore[assignment]
+    )
+    model = None
+    if pre is not None:  # a new head when the pretraining target differs (or was never trained)
+        same_target = pre.spec.target == cache.spec.target and float(pre.objective.get("supervised", 1.0)) > 0
+        model, mcfg = adapt(pre, cache.spec, new_head=Finetune.of(finetune).new_head or not same_target)
+    else:
+        mcfg = model_config(cfg.model, cache)
     meta = {
         "config": OmegaConf.to_container(cfg, resolve=True),
         "data_fingerprint": cache.fingerprint,
         "drop_reports": cache.manifest["drop_reports"],
+        "corpus": {  # what the data was: enough to name a pretraining corpus
+            "name": cache.manifest.get("name"),
+            "sources": cache.manifest["inputs"]["sources"],
+            "rows": cache.manifest["rows"],
+            "weights": weights,
+        },
+        "init_from": None if pre is None else {"path": str(pre.path), **_pretrained_summary(pre.meta)},
         "environment": environment(),
     }
     # plain JSON types only: checkpoints must load with torch.load(weights_only=True)
@@ -100,6 +136,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),  # type: ignore[arg-type]
         scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True),  # type: ignore[arg-type]
         meta=meta,
+        model=model,
+        objective=OmegaConf.to_container(cfg.objective, resolve=True) if cfg.get("objective") else None,  # type: ignore[arg-type]
+        finetune=finetune or None,
     )
     n_params = sum(p.numel() for p in module.model.parameters())
     log.info("model %s: %s parameters", mcfg["_target_"], f"{n_params:,}")
@@ -130,11 +169,13 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "n_params": n_params,
         "train_seconds": train_seconds,
         "epochs": trainer.current_epoch,
-        "train_rows": len(dm._split("train")[0]),
+        "train_rows": dm.n_train(),
         "best_checkpoint": best,
         "data_fingerprint": cache.fingerprint,
         MONITOR: metrics.get(MONITOR),
-        "rows_per_s": len(dm._split("train")[0]) * max(trainer.current_epoch, 1) / train_seconds,
+        "monitor": cfg.get("monitor", MONITOR),
+        "monitor_value": metrics.get(cfg.get("monitor", MONITOR)),
+        "rows_per_s": dm.n_train() * max(trainer.current_epoch, 1) / train_seconds,
     }
     write_json(out / "metrics.json", result)
     log.info("metrics: %s", json.dumps(metrics))

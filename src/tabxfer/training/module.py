@@ -6,11 +6,15 @@ reported in seconds space: ``RMSLE = sqrt(mean((log1p(pred_s) - log1p(true_s))^2
 ``pred_s = max(expm1(pred_log), 0)``, i.e. the RMSE of ``max(pred_log, 0)`` against ``log1p(true_s)``.
 
 Metric names (the optimized one, ``val/rmsle``, is named once: :data:`MONITOR`): ``train/loss``,
-``train/rmsle``, ``val/rmsle``, ``val/rmsle_best``, ``test/rmsle``.
+``train/rmsle``, ``val/rmsle``, ``val/rmsle_best``, ``test/rmsle``, and ``val/loss`` (the whole objective
+on the validation rows, what self-supervised pretraining monitors). Pretraining objectives
+(:mod:`tabxfer.training.objectives`) and fine-tuning strategies (:class:`Finetune`: frozen parts,
+per-part learning-rate multipliers, gradual unfreezing) are options of the same module.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import math
 from collections.abc import Mapping
@@ -21,19 +25,76 @@ import pytorch_lightning as L
 import torch
 from torch import Tensor, nn
 
+from tabxfer.models.base import PARTS
+from tabxfer.training.objectives import Objective, PretrainHeads, corrupt_from_marginals, info_nce, mask_cells
+
 MONITOR = "val/rmsle"
 MONITOR_MODE = "min"
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+@dataclasses.dataclass(frozen=True)
+class Finetune:
+    """How the parts of a pretrained model train. Hydra: ``finetune=<strategy>`` (configs/finetune/).
+
+    Args:
+        strategy: a name for logs and the study (``full``, ``linear_probe``, ...).
+        freeze: parts (``embed``, ``backbone``, ``head``) frozen from the start (kept in eval mode, so
+            batch-norm statistics stay the pretrained ones too).
+        lr_mult: learning-rate multiplier per part (discriminative learning rates); missing parts: 1.
+        unfreeze: ``{epoch: [parts]}``: parts thawed at the start of that epoch (gradual unfreezing).
+        new_head: replace the pretrained head with a freshly initialized one.
+    """
+
+    strategy: str = "full"
+    freeze: tuple[str, ...] = ()
+    lr_mult: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    unfreeze: Mapping[int, tuple[str, ...]] = dataclasses.field(default_factory=dict)
+    new_head: bool = False
+
+    def __post_init__(self) -> None:
+        named = {*self.freeze, *self.lr_mult, *(p for ps in self.unfreeze.values() for p in ps)}
+        if named - set(PARTS):
+            raise ValueError(
+                f"finetune names unknown part(s) {sorted(named - set(PARTS))}; parts are {PARTS}"
+            )
+        if any(m < 0 for m in self.lr_mult.values()):
+            raise ValueError(f"finetune.lr_mult {dict(self.lr_mult)} must be >= 0")
+        thawed = {p for ps in self.unfreeze.values() for p in ps}
+        if thawed - set(self.freeze):
+            raise ValueError(
+                f"finetune.unfreeze thaws {sorted(thawed - set(self.freeze))}, which are not frozen"
+            )
+
+    @classmethod
+    def of(cls, cfg: Finetune | Mapping[str, Any] | None) -> Finetune:
+        if cfg is None or isinstance(cfg, Finetune):
+            return cfg or cls()
+        known = {f.name for f in dataclasses.fields(cls)}
+        if set(cfg) - known:
+            raise ValueError(
+                f"unknown finetune option(s) {sorted(set(cfg) - known)}; expected {sorted(known)}"
+            )
+        d = dict(cfg)
+        d["freeze"] = tuple(d.get("freeze") or ())
+        d["unfreeze"] = {int(k): tuple(v) for k, v in (d.get("unfreeze") or {}).items()}
+        d["lr_mult"] = dict(d.get("lr_mult") or {})
+        return cls(**d)
+
+    def frozen_at(self, epoch: int) -> set[str]:
+        thawed = {p for e, ps in self.unfreeze.items() if e <= epoch for p in ps}
+        return set(self.freeze) - thawed
+
+
+def param_groups(model: nn.Module, weight_decay: float, lr: float | None = None) -> list[dict[str, Any]]:
     """AdamW groups: no weight decay on norms, biases, embeddings and feature tokenizers (modules with
     ``no_weight_decay = True``): decay there only shrinks what the data says, without regularizing
-    capacity."""
+    capacity. Frozen parameters are included (a parameter without a gradient is skipped by the step), so
+    that gradual unfreezing needs no new optimizer. ``lr`` sets the groups' learning rate."""
     no_decay_types = (nn.LayerNorm, nn.BatchNorm1d, nn.GroupNorm, nn.Embedding)
     decay, no_decay, seen = [], [], set()
     for module in model.modules():
         for name, p in module.named_parameters(recurse=False):
-            if not p.requires_grad or id(p) in seen:
+            if id(p) in seen:
                 continue
             seen.add(id(p))
             tokenizer = getattr(module, "no_weight_decay", False)  # feature tokenizers (as rtdl)
@@ -41,10 +102,14 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
                 no_decay.append(p)
             else:
                 decay.append(p)
-    return [
+    groups = [
         {"params": decay, "weight_decay": weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
+    if lr is not None:
+        for g in groups:
+            g["lr"] = lr
+    return [g for g in groups if g["params"]]
 
 
 class TabularRegressor(L.LightningModule):
@@ -58,6 +123,8 @@ class TabularRegressor(L.LightningModule):
         scheduler: ``{name: cosine|constant, warmup_frac}``.
         meta: anything else worth keeping with the weights (resolved config, data fingerprint, ...).
         model: an already built model (else built from ``model_cfg``).
+        objective: loss weights (:class:`~tabxfer.training.objectives.Objective`); default supervised.
+        finetune: how the model's parts train (:class:`Finetune`); default all parts, one learning rate.
     """
 
     y_mean: Tensor
@@ -72,10 +139,24 @@ class TabularRegressor(L.LightningModule):
         scheduler: Mapping[str, Any] | None = None,
         meta: Mapping[str, Any] | None = None,
         model: nn.Module | None = None,
+        objective: Mapping[str, Any] | None = None,
+        finetune: Mapping[str, Any] | None = None,
     ):
         super().__init__()
         self.save_hyperparameters(ignore=["model"])
         self.model = model if model is not None else hydra.utils.instantiate(dict(model_cfg))
+        self.objective = Objective.of(objective)
+        self.finetune = Finetune.of(finetune)
+        self.pretrain_heads = (
+            PretrainHeads(
+                self.model.d_backbone,
+                len(spec["numeric"]),
+                [int(c["cardinality"]) for c in spec["categorical"]],
+                self.objective,
+            )
+            if self.objective.self_supervised
+            else None
+        )
         target = spec["target"]
         self.register_buffer("y_mean", torch.tensor(float(target["mean"])), persistent=False)
         self.register_buffer("y_std", torch.tensor(float(target["std"])), persistent=False)
@@ -96,17 +177,57 @@ class TabularRegressor(L.LightningModule):
         """Predicted log1p(duration) (B,)."""
         return self._z(x_num, x_cat, x_ctx) * self.y_std + self.y_mean
 
-    # --- steps -------------------------------------------------------------------------------------
-    def training_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> Tensor:
+    def _features(self, x_num: Tensor, x_cat: Tensor, ctx: list[Tensor]) -> Tensor:
+        return self.model.features(x_num, x_cat, *ctx).float()  # type: ignore[operator]
+
+    def objective_terms(self, batch: tuple[Tensor, ...]) -> dict[str, Tensor]:
+        """Each weighted objective's loss on a batch (unweighted), plus the model's ``aux`` term."""
         x_num, x_cat, y, *ctx = batch
-        z = self._z(x_num, x_cat, *ctx)
-        loss = nn.functional.mse_loss(z, (y - self.y_mean) / self.y_std)
+        o, terms = self.objective, {}
+        if o.supervised:
+            z = self._z(x_num, x_cat, *ctx)
+            terms["supervised"] = nn.functional.mse_loss(z, (y - self.y_mean) / self.y_std)
+        heads = self.pretrain_heads
+        if heads is not None and o.masked:
+            xn, xc, m_num, m_cat = mask_cells(x_num, x_cat, o.mask_rate)
+            h = self._features(xn, xc, ctx)
+            terms["masked"] = heads.reconstruction_loss(h, x_num, x_cat, m_num, m_cat)
+        if heads is not None and heads.project is not None and o.contrastive:
+            xn, xc = corrupt_from_marginals(x_num, x_cat, o.corruption_rate)
+            z1 = heads.project(self._features(x_num, x_cat, ctx))
+            z2 = heads.project(self._features(xn, xc, ctx))
+            terms["contrastive"] = info_nce(z1, z2, o.temperature)
         aux = getattr(self.model, "aux_loss", lambda: None)()
-        total = loss + aux if aux is not None else loss
-        self.log("train/loss", total, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(y))
-        self.log(
-            "train/rmsle", loss.detach().sqrt() * self.y_std, on_step=False, on_epoch=True, batch_size=len(y)
+        if aux is not None:
+            terms["aux"] = aux
+        return terms
+
+    def total_loss(self, terms: Mapping[str, Tensor]) -> Tensor:
+        weights = {**dataclasses.asdict(self.objective), "aux": 1.0}
+        return sum(
+            (float(weights[k]) * v for k, v in terms.items()), start=torch.zeros((), device=self.device)
         )
+
+    # --- steps -------------------------------------------------------------------------------------
+    def on_train_epoch_start(self) -> None:
+        frozen = self.finetune.frozen_at(self.current_epoch)
+        for name, part in self.model.parts().items():
+            part.requires_grad_(name not in frozen)
+        self._frozen = frozen
+
+    def training_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> Tensor:
+        for name in getattr(self, "_frozen", ()):  # frozen parts keep their (batch-norm) statistics
+            self.model.parts()[name].eval()
+        terms = self.objective_terms(batch)
+        total = self.total_loss(terms)
+        n = len(batch[2])
+        self.log("train/loss", total, prog_bar=True, on_step=True, on_epoch=True, batch_size=n)
+        if "supervised" in terms:
+            rmsle = terms["supervised"].detach().sqrt() * self.y_std
+            self.log("train/rmsle", rmsle, on_step=False, on_epoch=True, batch_size=n)
+        for k, v in terms.items():
+            if k != "supervised" and self.objective.self_supervised:
+                self.log(f"train/{k}", v.detach(), on_step=False, on_epoch=True, batch_size=n)
         return total
 
     def _eval_step(self, stage: str, batch: tuple[Tensor, ...]) -> None:
@@ -125,10 +246,25 @@ class TabularRegressor(L.LightningModule):
         self.log(f"{stage}/rmsle", rmsle, prog_bar=stage == "val", sync_dist=False)
         return rmsle
 
+    def _objective_loss(self, stage: str, batch: tuple[Tensor, ...], batch_idx: int) -> None:
+        if self.objective.self_supervised:  # masks and corruptions drawn from a fixed seed per batch
+            devices = [self.device] if self.device.type == "cuda" else []
+            with torch.random.fork_rng(devices=devices):
+                torch.manual_seed(batch_idx)
+                loss = self.total_loss(self.objective_terms(batch))
+        else:
+            x_num, x_cat, y, *ctx = batch
+            loss = nn.functional.mse_loss(self._z(x_num, x_cat, *ctx), (y - self.y_mean) / self.y_std)
+        self.log(f"{stage}/loss", loss, batch_size=len(batch[2]), on_epoch=True, sync_dist=True)
+
     def validation_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> None:
-        self._eval_step("val", batch)
+        self._objective_loss("val", batch, batch_idx)
+        if self.objective.supervised:  # an untrained head's RMSLE would mean nothing
+            self._eval_step("val", batch)
 
     def on_validation_epoch_end(self) -> None:
+        if not self.objective.supervised:
+            return
         rmsle = self._eval_end("val")
         if not self.trainer.sanity_checking:
             self.best = min(self.best, rmsle)
@@ -136,10 +272,13 @@ class TabularRegressor(L.LightningModule):
             self.log("val/rmsle_best", self.best)
 
     def test_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> None:
-        self._eval_step("test", batch)
+        self._objective_loss("test", batch, batch_idx)
+        if self.objective.supervised:
+            self._eval_step("test", batch)
 
     def on_test_epoch_end(self) -> None:
-        self._eval_end("test")
+        if self.objective.supervised:
+            self._eval_end("test")
 
     def predict_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> Tensor:
         x_num, x_cat, _, *ctx = batch
@@ -154,9 +293,17 @@ class TabularRegressor(L.LightningModule):
     # --- optimization ------------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
         c = self.optim_cfg
-        opt = torch.optim.AdamW(
-            param_groups(self.model, float(c["weight_decay"])), lr=float(c["lr"]), betas=tuple(c["betas"])
-        )
+        lr, wd = float(c["lr"]), float(c["weight_decay"])
+        groups = []
+        for name, part in self.model.parts().items():  # discriminative learning rates per part
+            groups += param_groups(part, wd, lr * float(self.finetune.lr_mult.get(name, 1.0)))
+        if self.pretrain_heads is not None:
+            groups += param_groups(self.pretrain_heads, wd, lr)
+        named = {id(p) for g in groups for p in g["params"]}
+        rest = [p for p in self.model.parameters() if id(p) not in named]  # outside the named parts
+        if rest:
+            groups.append({"params": rest, "weight_decay": 0.0, "lr": lr})
+        opt = torch.optim.AdamW(groups, lr=lr, betas=tuple(c["betas"]))
         name = self.sched_cfg["name"]
         if name == "constant":
             return opt
