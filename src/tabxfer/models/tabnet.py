@@ -8,6 +8,9 @@ Attention is over *groups* (pytorch-tabnet >= 4.1 ``group_attention_matrix``): o
 feature, so the ``d_embed`` columns of a categorical are selected together, and masks and importances come
 out per original feature (``n_num`` numeric columns first, then the ``n_cat`` categoricals, in input order).
 
+Columns appended at fine-tuning time (:meth:`TabNet.add_features`) grow every layer indexed by the embedded
+columns or by the groups, in place: new numeric columns after the old numerics, new embeddings at the end.
+
 Changes to pytorch-tabnet 4.1 (each marked ``# NOTE[DIFF]`` in the code):
 
 1. Ghost batch norm (``GBN``) splits the batch with ``torch.chunk`` + a Python loop of BatchNorm calls in
@@ -46,10 +49,17 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from pytorch_tabnet.tab_network import GBN, FeatTransformer, GLU_Block, TabNetEncoder
+from pytorch_tabnet.tab_network import GBN, FeatTransformer, GLU_Block, TabNetEncoder, initialize_non_glu
 from torch import Tensor, nn
 
-from tabxfer.models.base import CategoricalEmbeddings, TabularModel, check_inputs
+from tabxfer.models.base import (
+    CategoricalEmbeddings,
+    TabularModel,
+    check_added,
+    check_inputs,
+    grow_embeddings,
+    widen_linear,
+)
 
 MASK_TYPES = ("sparsemax", "entmax")
 _SQRT_HALF = math.sqrt(0.5)
@@ -204,20 +214,74 @@ class TabNetEmbed(nn.Module):
             self.tables = nn.ModuleList(
                 CategoricalEmbeddings([c], d) for c, d in zip(cardinalities, d_embed, strict=True)
             )
+        self.cardinalities = list(cardinalities)
+        self.d_embed = list(d_embed)
         self.d_out = n_num + sum(d_embed)
-        gm = torch.zeros(n_num + len(d_embed), self.d_out)
-        gm[:n_num, :n_num] = torch.eye(n_num)
-        col = n_num
-        for j, d in enumerate(d_embed):
-            gm[n_num + j, col : col + d] = 1.0 / d
-            col += d
-        self.register_buffer("group_matrix", gm, persistent=False)
+        self.register_buffer("group_matrix", _group_matrix(n_num, self.d_embed), persistent=False)
 
     def forward(self, x_num: Tensor, x_cat: Tensor) -> Tensor:
         parts = [x_num] if self.n_num else []
         for (a, b), table in zip(self.spans, self.tables, strict=True):
             parts.append(table(x_cat[:, a:b]).flatten(1))  # (B, (b - a) * d)
         return torch.cat(parts, dim=1)  # (B, d_out)
+
+    @torch.no_grad()
+    def add_features(
+        self, *, n_num: int = 0, cardinalities: Sequence[int] = (), d_embed: int | None = None
+    ) -> None:
+        """Grow for ``n_num`` numeric columns appended to ``x_num`` and ``len(cardinalities)`` categoricals
+        appended to ``x_cat``, each embedded in ``d_embed`` dimensions.
+
+        The output gains the new numeric columns after the old ones (``[n_num_old, n_num_old + n_num)``) and
+        the new embeddings at the end; old embedding rows are kept (:func:`grow_embeddings`), new tables are
+        freshly initialized. Afterwards tables, ``group_matrix`` and ``d_out`` are those of a
+        ``TabNetEmbed`` built with the grown inputs. Growing one shared table with a different ``d_embed``
+        (which would split it into per-feature tables) is refused.
+        """
+        check_added(n_num, cardinalities)
+        cards = list(cardinalities)
+        if cards:
+            if d_embed is None or d_embed < 1:
+                raise ValueError(f"new categoricals need a {d_embed=} >= 1")
+            old = self.tables[0] if self.tables else None  # None: no categoricals yet
+            assert old is None or isinstance(old, CategoricalEmbeddings)
+            ref = self.group_matrix if old is None else old.table.weight  # device and dtype of new tables
+            if len(set(self.d_embed)) <= 1:  # one table for all (or none yet): grow it
+                if self.d_embed and self.d_embed[0] != d_embed:
+                    raise ValueError(
+                        f"{d_embed=} differs from the shared table's d={self.d_embed[0]}: the grown layout "
+                        "would be one table per feature (not supported)"
+                    )
+                grown = grow_embeddings(old, self.cardinalities, cards, d_embed)
+                grown = grown.to(device=ref.device, dtype=ref.dtype).train(self.training)
+                self.tables = nn.ModuleList([grown]).train(self.training)
+                self.spans = [(0, len(self.cardinalities) + len(cards))]
+            else:  # already one table per feature: append one per new feature
+                for j, c in enumerate(cards, start=len(self.cardinalities)):
+                    self.tables.append(
+                        CategoricalEmbeddings([c], d_embed)
+                        .to(device=ref.device, dtype=ref.dtype)
+                        .train(self.training)
+                    )
+                    self.spans.append((j, j + 1))
+            self.cardinalities += cards
+            self.d_embed += [d_embed] * len(cards)
+        self.n_num += n_num
+        self.d_out = self.n_num + sum(self.d_embed)
+        gm = self.group_matrix
+        self.group_matrix = _group_matrix(self.n_num, self.d_embed).to(device=gm.device, dtype=gm.dtype)
+
+
+def _group_matrix(n_num: int, d_embed: Sequence[int]) -> Tensor:
+    """``(n_num + n_cat, n_num + sum(d_embed))``: 1 for a numeric column, ``1/d`` for a categorical's."""
+    n_cat = len(d_embed)
+    gm = torch.zeros(n_num + n_cat, n_num + sum(d_embed))
+    gm[:n_num, :n_num] = torch.eye(n_num)
+    col = n_num
+    for j, d in enumerate(d_embed):
+        gm[n_num + j, col : col + d] = 1.0 / d
+        col += d
+    return gm
 
 
 # --- backbone ----------------------------------------------------------------------------------------
@@ -257,6 +321,9 @@ class TabNetBackbone(TabNetEncoder):
     """
 
     group_attention_matrix: Tensor
+    initial_bn: nn.BatchNorm1d
+    input_dim: int
+    attention_dim: int
 
     def __init__(
         self,
@@ -347,6 +414,88 @@ class TabNetBackbone(TabNetEncoder):
         )
         return importance, dict(enumerate(masks))
 
+    @torch.no_grad()
+    def add_inputs(
+        self,
+        *,
+        group_matrix: Tensor,
+        columns: Sequence[tuple[int, int]],
+        groups: Sequence[tuple[int, int]],
+    ) -> None:
+        """Grow for new input columns and attention groups, keeping every trained weight.
+
+        ``columns`` / ``groups`` are ``(at, n)`` insertions in the *old* indexing (``n`` new entries before
+        old entry ``at``; ascending, ties inserted in the given order); ``group_matrix`` is the grown
+        ``(n_groups, d_in)`` matrix. Grown: ``initial_bn`` and the first GLU layer of every feature
+        transformer (the shared one, still shared, or each step's own when ``n_shared == 0``) over columns;
+        each attentive transformer's ``fc`` output and batch norm over groups. New input columns get zero
+        weights (:func:`widen_linear`), new batch-norm channels BatchNorm's defaults (running mean 0, var
+        1, weight 1, bias 0), new rows of the attentive ``fc`` pytorch-tabnet's initialization (the same
+        distribution a fresh model's rows have). Everything else is untouched.
+        """
+        d_in, col_at = _positions(self.input_dim, columns)
+        n_groups, grp_at = _positions(self.attention_dim, groups)
+        if tuple(group_matrix.shape) != (n_groups, d_in):
+            raise ValueError(f"{tuple(group_matrix.shape)=} must be ({n_groups}, {d_in})")
+        self.initial_bn = _grow_batchnorm(self.initial_bn, d_in, col_at)
+        grown: dict[int, nn.Linear] = {}  # the shared first layer is one module in every feature transformer
+        for ft in [self.initial_splitter, *self.feat_transformers]:
+            block = ft.shared if isinstance(ft.shared, GLU_Block) else ft.specifics  # the one reading x
+            fc = block.glu_layers[0].fc
+            if id(fc) not in grown:
+                wide = fc
+                for at, n in reversed(columns):  # right to left: earlier positions stay valid
+                    wide = widen_linear(wide, at, n) if n else wide
+                grown[id(fc)] = wide.train(fc.training)
+            block.glu_layers[0].fc = grown[id(fc)]
+            if block.shared_layers is not None:
+                block.shared_layers[0] = grown[id(fc)]
+        for att in self.att_transformers:
+            old = att.fc.weight  # (n_groups_old, n_a)
+            fc = nn.Linear(old.shape[1], n_groups, bias=False)
+            initialize_non_glu(fc, old.shape[1], n_groups)  # row std n_a**-0.25, whatever n_groups is
+            fc = fc.to(device=old.device, dtype=old.dtype)
+            fc.weight[grp_at.to(old.device)] = old
+            att.fc = fc.train(att.fc.training)
+            att.bn.bn = _grow_batchnorm(att.bn.bn, n_groups, grp_at)
+        self.input_dim, self.attention_dim = d_in, n_groups
+        gm = self.group_attention_matrix
+        self.group_attention_matrix = group_matrix.clone().to(device=gm.device, dtype=gm.dtype)
+
+
+def _positions(n_old: int, inserts: Sequence[tuple[int, int]]) -> tuple[int, Tensor]:
+    """The grown size and the new index of each old entry after the ``(at, n)`` insertions.
+
+    >>> _positions(4, [(1, 2), (4, 1)])
+    (7, tensor([0, 3, 4, 5]))
+    """
+    ats = [at for at, _ in inserts]
+    if ats != sorted(ats) or any(not 0 <= at <= n_old or n < 0 for at, n in inserts):
+        raise ValueError(f"cannot insert {list(inserts)} (ascending (at, n), 0 <= at <= {n_old}, n >= 0)")
+    shift = torch.zeros(n_old, dtype=torch.long)
+    for at, n in inserts:
+        shift[at:] += n
+    return n_old + sum(n for _, n in inserts), torch.arange(n_old) + shift
+
+
+@torch.no_grad()
+def _grow_batchnorm(bn: nn.BatchNorm1d, n: int, old_at: Tensor) -> nn.BatchNorm1d:
+    """A ``BatchNorm1d(n)`` with ``bn``'s settings whose channels ``old_at`` are ``bn``'s (parameters and
+    running statistics); the others have BatchNorm's defaults (weight 1, bias 0, running mean 0, var 1)."""
+    new = nn.BatchNorm1d(
+        n, eps=bn.eps, momentum=bn.momentum, affine=bn.affine, track_running_stats=bn.track_running_stats
+    )
+    ref = bn.weight if bn.weight is not None else bn.running_mean
+    if ref is not None:
+        new = new.to(device=ref.device, dtype=ref.dtype)
+    for name in ("weight", "bias", "running_mean", "running_var"):
+        old_t, new_t = getattr(bn, name), getattr(new, name)
+        if old_t is not None:
+            new_t[old_at.to(new_t.device)] = old_t
+    if bn.num_batches_tracked is not None and new.num_batches_tracked is not None:
+        new.num_batches_tracked.copy_(bn.num_batches_tracked)
+    return new.train(bn.training)  # a fresh module trains; keep the mode the old one was in
+
 
 # --- model -------------------------------------------------------------------------------------------
 class TabNet(TabularModel):
@@ -363,6 +512,7 @@ class TabNet(TabularModel):
     torch.Size([2, 1])
     """
 
+    embed: TabNetEmbed
     backbone: TabNetBackbone
 
     def __init__(
@@ -405,6 +555,7 @@ class TabNet(TabularModel):
             raise ValueError(f"{lambda_sparse=} must be >= 0")
 
         self.n_features = n_num + len(cardinalities)
+        self.d_embed = d_embed if isinstance(d_embed, int) else None  # for categoricals added later
         self.lambda_sparse = lambda_sparse
         self.embed = TabNetEmbed(n_num=n_num, cardinalities=cardinalities, d_embed=d_embeds)
         self.backbone = TabNetBackbone(
@@ -424,6 +575,49 @@ class TabNet(TabularModel):
         self.d_backbone = n_d
         # NOTE[DIFF] bias and default init (pytorch-tabnet: bias=False, its own xavier gain)
         self.head = nn.Linear(n_d, d_out) if d_out is not None else None
+
+    @torch.no_grad()
+    def add_features(self, *, n_num: int = 0, cardinalities: Sequence[int] = ()) -> None:
+        """Grow for ``n_num`` numeric and ``len(cardinalities)`` categorical columns appended to ``x_num`` /
+        ``x_cat`` (the rule in :mod:`tabxfer.models.base`); build the optimizer afterwards.
+
+        Afterwards the ``state_dict`` (and the group matrices) are those of a ``TabNet`` built with the grown
+        ``n_num`` / ``cardinalities`` and the same other arguments. In the embedded vector
+        ``[numerics, embeddings]`` the new numeric columns go after the old numerics and the new
+        embeddings at the end; in the attention groups ``[numerics, categoricals]`` likewise. Every trained
+        weight is copied to its new position (:meth:`TabNetEmbed.add_features`,
+        :meth:`TabNetBackbone.add_inputs`): the first GLU layers read the new columns with zero weights,
+        new batch-norm channels start at running mean 0 / var 1 / weight 1 / bias 0, new categoricals get
+        fresh embedding tables, and each step's attentive ``fc`` gets freshly initialized rows for the new
+        groups, so that they compete for attention from the start.
+
+        The outputs are *not* exactly preserved, in training or eval: the old groups' attention logits are
+        unchanged, but sparsemax/entmax normalize over all groups, so the new groups' logits move the
+        threshold and change the old groups' masks (and the priors of later steps). Keeping the outputs
+        exactly would need the new logits far below the threshold, where the mask function has zero
+        gradient and the new columns could never be selected.
+
+        New categoricals are embedded in ``d_embed`` dimensions when the model was built with an int
+        ``d_embed``; a model built with a per-feature list can only take numeric columns (ValueError).
+        """
+        check_added(n_num, cardinalities)
+        cards = list(cardinalities)
+        if cards and self.d_embed is None:
+            raise ValueError(
+                "this TabNet was built with a per-feature d_embed list, so the embedding size of new "
+                "categoricals is unknown; build it with an int d_embed to add categoricals"
+            )
+        if not n_num and not cards:
+            return
+        embed = self.embed
+        old_num, old_cat, old_d = embed.n_num, len(embed.cardinalities), embed.d_out
+        embed.add_features(n_num=n_num, cardinalities=cards, d_embed=self.d_embed)
+        self.backbone.add_inputs(
+            group_matrix=embed.group_matrix,
+            columns=[(old_num, n_num), (old_d, embed.d_out - old_d - n_num)],
+            groups=[(old_num, n_num), (old_num + old_cat, len(cards))],
+        )
+        self.n_features += n_num + len(cards)
 
     def aux_loss(self) -> Tensor | None:
         s = self.backbone.sparsity_loss
