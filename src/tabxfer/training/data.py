@@ -42,8 +42,8 @@ def to_tensors(arrays: SplitArrays, device: torch.device, context: bool = False)
         if arrays.ctx_city_idx is None or arrays.ctx_region_idx is None:
             raise ValueError("the cache has no context indices (build it with data.features.context=true)")
         out += (
-            torch.as_tensor(arrays.ctx_city_idx).to(device),
-            torch.as_tensor(arrays.ctx_region_idx).to(device),
+            torch.from_numpy(np.array(arrays.ctx_city_idx, dtype=np.int64)).to(device),
+            torch.from_numpy(np.array(arrays.ctx_region_idx, dtype=np.int64)).to(device),
         )
     return out
 
