@@ -29,7 +29,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tabxfer.models.base import CategoricalEmbeddings, NumericTokens, TabularModel, check_inputs
+from tabxfer.models.base import (
+    CategoricalEmbeddings,
+    NumericTokens,
+    TabularModel,
+    check_added,
+    check_inputs,
+    grow_embeddings,
+)
 
 
 def check_dropout(**dropouts: float) -> None:
@@ -82,28 +89,29 @@ class FeatureTokenizer(nn.Module):
     def add_features(self, *, n_num: int = 0, cardinalities: Sequence[int] = ()) -> None:
         """Append tokens for ``n_num`` numeric and ``len(cardinalities)`` categorical columns that the
         inputs gain *at the end* of ``x_num`` / ``x_cat``. Trained parameters are copied; new ones are
-        initialized as at construction. Build the optimizer afterwards: the grown tensors are new.
+        initialized as at construction, on the device and dtype of the old ones. Build the optimizer
+        afterwards: the grown tensors are new.
         """
-        if n_num < 0 or any(c < 2 for c in cardinalities):
-            raise ValueError(f"{n_num=} must be >= 0 and every cardinality >= 2; got {list(cardinalities)}")
-        device, bound = self.cls.device, self.d_token**-0.5
+        check_added(n_num, cardinalities)
+        device, dtype, bound = self.cls.device, self.cls.dtype, self.d_token**-0.5
         if n_num:
-            num = NumericTokens(self.n_num + n_num, self.d_token).to(device)
+            num = NumericTokens(self.n_num + n_num, self.d_token).to(device=device, dtype=dtype)
             if self.num is not None:
                 num.weight[: self.n_num] = self.num.weight
                 num.bias[: self.n_num] = self.num.bias
             self.num, self.n_num = num, self.n_num + n_num
         if cardinalities:
-            cards = [*self.cardinalities, *cardinalities]
-            cat = CategoricalEmbeddings(cards, self.d_token).to(device)
-            bias = torch.empty(len(cards), self.d_token, device=device)
-            nn.init.uniform_(cat.table.weight, -bound, bound)
+            n_old = sum(self.cardinalities)
+            cat = grow_embeddings(self.cat, self.cardinalities, cardinalities, self.d_token)
+            cat = cat.to(device=device, dtype=dtype)
+            nn.init.uniform_(cat.table.weight[n_old:], -bound, bound)  # rtdl's init, as at construction
+            n_cat = len(self.cardinalities) + len(cardinalities)
+            bias = torch.empty(n_cat, self.d_token, device=device, dtype=dtype)
             nn.init.uniform_(bias, -bound, bound)
-            if self.cat is not None and self.cat_bias is not None:
-                n_old = sum(self.cardinalities)
-                cat.table.weight[:n_old] = self.cat.table.weight[:n_old]
+            if self.cat_bias is not None:
                 bias[: len(self.cardinalities)] = self.cat_bias
-            self.cat, self.cat_bias, self.cardinalities = cat, nn.Parameter(bias), cards
+            self.cat, self.cat_bias = cat, nn.Parameter(bias)
+            self.cardinalities = [*self.cardinalities, *cardinalities]
 
 
 class MultiheadAttention(nn.Module):
@@ -275,5 +283,7 @@ class FTTransformer(TabularModel):
         self.head = nn.Linear(d_token, d_out) if d_out is not None else None
 
     def add_features(self, *, n_num: int = 0, cardinalities: Sequence[int] = ()) -> None:
-        """Grow the tokenizer for columns appended to the inputs (see the module docstring)."""
+        """Grow the tokenizer for columns appended to the inputs (see the module docstring); the blocks and
+        the head are unchanged (they do not depend on the number of tokens)."""
         self.embed.add_features(n_num=n_num, cardinalities=cardinalities)
+        self.train(self.training)  # new modules take the model's train/eval mode

@@ -14,16 +14,31 @@ Parts: ``embed`` = :class:`TabTransformerEmbed` (categorical tokens + numeric La
 
 Without categorical features (``n_cat == 0``) there is nothing to attend over and the model is an MLP on
 the normalized numerics; without numerics (``n_num == 0``) the MLP reads the contextual embeddings only.
+
+New columns (:meth:`TabTransformer.add_features`): a new categorical column is one more token (its value
+embeddings and shared column embedding freshly initialized); a new numeric column widens the numeric
+LayerNorm. The MLP's first ``Linear`` (the head when ``mlp_hidden`` is empty) gets zero weights for both.
+The grown model does *not* compute exactly what it did before: a new token takes part in the attention
+over the old ones, and the LayerNorm's mean and variance run over the new numerics too.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from tabxfer.models.base import CategoricalEmbeddings, TabularModel, check_inputs, mlp_layers
+from tabxfer.models.base import (
+    CategoricalEmbeddings,
+    TabularModel,
+    check_added,
+    check_inputs,
+    grow_embeddings,
+    mlp_layers,
+    widen_linear,
+)
 from tabxfer.models.ft_transformer import MultiheadAttention, check_dropout
 
 
@@ -37,7 +52,8 @@ class TabTransformerEmbed(nn.Module):
     def __init__(self, *, n_num: int, cardinalities: Sequence[int], d_token: int, d_shared: int):
         super().__init__()
         n_cat = len(cardinalities)
-        self.d_token = d_token
+        self.d_token, self.d_shared = d_token, d_shared
+        self.n_num, self.cardinalities = n_num, list(cardinalities)
         self.values = CategoricalEmbeddings(cardinalities, d_token - d_shared) if n_cat else None
         self.column = nn.Parameter(torch.empty(n_cat, d_shared)) if n_cat and d_shared else None
         if self.column is not None:
@@ -55,6 +71,32 @@ class TabTransformerEmbed(nn.Module):
         if self.num_norm is not None:
             x_num = self.num_norm(x_num)  # (B, n_num)
         return tokens, x_num
+
+    @torch.no_grad()
+    def add_features(self, *, n_num: int = 0, cardinalities: Sequence[int] = ()) -> None:
+        """Tokens for ``len(cardinalities)`` categorical columns appended to ``x_cat`` (initialized as at
+        construction) and ``n_num`` more LayerNorm'ed numerics (new affine entries: weight 1, bias 0);
+        trained parameters are copied."""
+        check_added(n_num, cardinalities)
+        like = next(self.parameters())  # check_inputs: there is a table or a LayerNorm
+        device, dtype = like.device, like.dtype
+        if cardinalities:
+            d_values = self.d_token - self.d_shared
+            values = grow_embeddings(self.values, self.cardinalities, cardinalities, d_values)
+            self.values = values.to(device=device, dtype=dtype)
+            if self.d_shared:
+                column = torch.empty(len(cardinalities), self.d_shared, device=device, dtype=dtype)
+                nn.init.normal_(column, std=self.d_token**-0.5)
+                if self.column is not None:
+                    column = torch.cat([self.column, column])  # old columns first
+                self.column = nn.Parameter(column)
+            self.cardinalities = [*self.cardinalities, *cardinalities]
+        if n_num:
+            norm = nn.LayerNorm(self.n_num + n_num).to(device=device, dtype=dtype)
+            if self.num_norm is not None:
+                norm.weight[: self.n_num] = self.num_norm.weight
+                norm.bias[: self.n_num] = self.num_norm.bias
+            self.num_norm, self.n_num = norm, self.n_num + n_num
 
 
 class PostNormBlock(nn.Module):
@@ -97,16 +139,17 @@ class TabTransformerBackbone(nn.Module):
         mlp_dropout: float,
     ):
         super().__init__()
-        self.n_num, self.n_cat = n_num, n_cat
+        self.n_num, self.n_cat, self.d_token, self.n_blocks = n_num, n_cat, d_token, n_blocks
+        self.block_kwargs: dict[str, Any] = {
+            "d_token": d_token,
+            "n_heads": n_heads,
+            "attention_dropout": attention_dropout,
+            "d_ffn": d_ffn,
+            "ffn_dropout": ffn_dropout,
+        }
+        # No tokens, no blocks (and no unused parameters).
         self.blocks = nn.ModuleList(
-            PostNormBlock(
-                d_token=d_token,
-                n_heads=n_heads,
-                attention_dropout=attention_dropout,
-                d_ffn=d_ffn,
-                ffn_dropout=ffn_dropout,
-            )
-            for _ in range(n_blocks if n_cat else 0)  # no tokens, no blocks (and no unused parameters)
+            PostNormBlock(**self.block_kwargs) for _ in range(n_blocks if n_cat else 0)
         )
         d_in = n_cat * d_token + n_num
         self.mlp = mlp_layers(d_in, mlp_hidden, mlp_dropout)
@@ -122,6 +165,35 @@ class TabTransformerBackbone(nn.Module):
         if self.n_num:
             parts.append(x_num)  # (B, n_num)
         return self.mlp(torch.cat(parts, dim=1))  # (B, d_out)
+
+    def widen_input(self, linear: nn.Linear, *, n_num: int = 0, n_cat: int = 0) -> nn.Linear:
+        """``linear`` (reading ``[flattened tokens, x_num]``) with zero-weight inputs for ``n_cat`` tokens
+        (after the old tokens) and ``n_num`` numerics (at the end)."""
+        linear = widen_linear(linear, self.n_cat * self.d_token, n_cat * self.d_token)
+        return widen_linear(linear, (self.n_cat + n_cat) * self.d_token + self.n_num, n_num)
+
+    @torch.no_grad()
+    def add_features(self, *, n_num: int = 0, n_cat: int = 0, like: Tensor | None = None) -> None:
+        """Take ``n_cat`` more tokens and ``n_num`` more numerics: the MLP's first ``Linear`` gets zero
+        weights for them (:meth:`widen_input`); the blocks (shared by all tokens) are built fresh, on
+        ``like``'s device and dtype, if there were no tokens before. With an empty MLP, ``d_out`` grows:
+        the caller widens what reads it."""
+        if n_cat < 0 or n_num < 0:
+            raise ValueError(f"{n_num=} and {n_cat=} must be >= 0")
+        if self.mlp:
+            first = self.mlp[0]
+            assert isinstance(first, nn.Linear)
+            self.mlp[0] = self.widen_input(first, n_num=n_num, n_cat=n_cat)
+        if n_cat and not self.n_cat and self.n_blocks:
+            like = next(self.parameters(), None) if like is None else like
+            blocks = [PostNormBlock(**self.block_kwargs) for _ in range(self.n_blocks)]
+            self.blocks = nn.ModuleList(blocks)
+            if like is not None:
+                self.blocks.to(device=like.device, dtype=like.dtype)
+            self.blocks.train(self.training)
+        self.n_num, self.n_cat = self.n_num + n_num, self.n_cat + n_cat
+        if not self.mlp:
+            self.d_out = self.n_cat * self.d_token + self.n_num
 
 
 class TabTransformer(TabularModel):
@@ -147,6 +219,9 @@ class TabTransformer(TabularModel):
     >>> m(torch.randn(2, 3), torch.tensor([[0, 1], [3, 4]])).shape
     torch.Size([2, 1])
     """
+
+    embed: TabTransformerEmbed
+    backbone: TabTransformerBackbone
 
     def __init__(
         self,
@@ -198,3 +273,22 @@ class TabTransformer(TabularModel):
         )
         self.d_backbone = self.backbone.d_out
         self.head = nn.Linear(self.d_backbone, d_out) if d_out is not None else None
+
+    @torch.no_grad()
+    def add_features(self, *, n_num: int = 0, cardinalities: Sequence[int] = ()) -> None:
+        """New tokens for the new categorical columns, a wider numeric LayerNorm, zero MLP weights for both
+        (see the module docstring: unlike the MLP's, the function is not kept exactly).
+
+        >>> m = TabTransformer(n_num=2, cardinalities=[4], d_token=8, n_heads=2, mlp_hidden=(16,))
+        >>> m.add_features(n_num=1, cardinalities=[5, 6])
+        >>> m(torch.randn(3, 3), torch.tensor([[0, 1, 2], [3, 4, 5], [1, 1, 1]])).shape
+        torch.Size([3, 1])
+        """
+        check_added(n_num, cardinalities)
+        if isinstance(self.head, nn.Linear) and not self.backbone.mlp:  # it reads [tokens, x_num] directly
+            self.head = self.backbone.widen_input(self.head, n_num=n_num, n_cat=len(cardinalities))
+        like = next(self.parameters())
+        self.embed.add_features(n_num=n_num, cardinalities=cardinalities)
+        self.backbone.add_features(n_num=n_num, n_cat=len(cardinalities), like=like)
+        self.d_backbone = self.backbone.d_out
+        self.train(self.training)  # new modules (the blocks, when there were no tokens) take the mode

@@ -29,7 +29,15 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from tabxfer.models.base import CategoricalEmbeddings, TabularModel, check_inputs, mlp_layers
+from tabxfer.models.base import (
+    CategoricalEmbeddings,
+    TabularModel,
+    check_added,
+    check_inputs,
+    grow_embeddings,
+    mlp_layers,
+    widen_linear,
+)
 from tabxfer.models.mlp import MLPEmbed
 
 # Hash constants. _M is the Mersenne prime 2**31 - 1: residues are < 2**31, so a product of two residues
@@ -114,6 +122,7 @@ class Wide(nn.Module):
         d_out: int,
     ):
         super().__init__()
+        self.n_num, self.cardinalities, self.d_out = n_num, list(cardinalities), d_out
         self.crosses = [tuple(c) for c in crosses]
         self.n_cross_buckets = n_cross_buckets
         self.cat = CategoricalEmbeddings(cardinalities, d_out) if cardinalities else None
@@ -140,6 +149,26 @@ class Wide(nn.Module):
         for t in terms[1:]:
             out = out + t
         return out  # (B, d_out)
+
+    @torch.no_grad()
+    def add_features(self, *, n_num: int = 0, cardinalities: Sequence[int] = ()) -> None:
+        """Zero weights for ``n_num`` numeric and ``len(cardinalities)`` categorical columns appended to the
+        inputs: every term of the sum is what it was, whatever the new columns hold. Crosses keep their
+        (old) column indices."""
+        check_added(n_num, cardinalities)
+        like = next(self.parameters())  # new parameters take the device and dtype of the old ones
+        if n_num:
+            if self.num is None:
+                self.num = nn.Linear(n_num, self.d_out, bias=False).to(device=like.device, dtype=like.dtype)
+                nn.init.zeros_(self.num.weight)
+            else:
+                self.num = widen_linear(self.num, self.n_num, n_num)
+            self.n_num += n_num
+        if cardinalities:
+            cat = grow_embeddings(self.cat, self.cardinalities, cardinalities, self.d_out)
+            cat = cat.to(device=like.device, dtype=like.dtype)
+            cat.table.weight[sum(self.cardinalities) :] = 0.0
+            self.cat, self.cardinalities = cat, [*self.cardinalities, *cardinalities]
 
 
 class WideDeepHead(nn.Module):
@@ -178,6 +207,8 @@ class WideDeep(TabularModel):
     """
 
     cross_indices = staticmethod(cross_indices)
+    embed: MLPEmbed
+    backbone: nn.Sequential
 
     def __init__(
         self,
@@ -230,3 +261,19 @@ class WideDeep(TabularModel):
     def forward(self, x_num: Tensor, x_cat: Tensor) -> Tensor:
         h = self.backbone(self.embed(x_num, x_cat))  # (B, d_backbone)
         return h if self.head is None else self.head(h, x_num, x_cat)  # (B, d_out)
+
+    @torch.no_grad()
+    def add_features(self, *, n_num: int = 0, cardinalities: Sequence[int] = ()) -> None:
+        """Grow the deep embeddings and widen the deep MLP's first ``Linear`` with zero weights for the new
+        columns (:meth:`~tabxfer.models.mlp.MLPEmbed.add_features`), and give them zero wide weights
+        (:meth:`Wide.add_features`): the grown model computes what it did before. Crosses stay as they were
+        (old ``x_cat`` indices do not move); a model built fresh with the grown ``cat_names`` and the same
+        ``crosses`` has the same parameters.
+        """
+        check_added(n_num, cardinalities)
+        first = self.backbone[0]
+        assert isinstance(first, nn.Linear)  # mlp_layers with a non-empty mlp_hidden
+        self.backbone[0] = self.embed.add_features(first, n_num=n_num, cardinalities=cardinalities)
+        if self.head is not None:
+            self.head.wide.add_features(n_num=n_num, cardinalities=cardinalities)
+        self.train(self.training)  # new modules take the model's train/eval mode
