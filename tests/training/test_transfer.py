@@ -25,8 +25,15 @@ TINY = {  # small widths: the point is the wiring, not the accuracy
     "tft": ["model.d_model=16", "model.n_heads=2"],
     "wide_deep": ["model.mlp_hidden=[32]", "model.n_cross_buckets=1024"],
 }
-CORPUS = [f"data.sources.{c}.n={n}" for c, n in [("harborview", 1500), ("riverton", 1500), ("sprawlton", 1000)]]
-CORPUS += ["~data.sources.oldtown", "~data.sources.pedalburg", "~data.weights.oldtown", "~data.weights.pedalburg"]
+CORPUS = [
+    f"data.sources.{c}.n={n}" for c, n in [("harborview", 1500), ("riverton", 1500), ("sprawlton", 1000)]
+]
+CORPUS += [
+    "~data.sources.oldtown",
+    "~data.sources.pedalburg",
+    "~data.weights.oldtown",
+    "~data.weights.pedalburg",
+]
 CORPUS += ["data.weights.riverton=2.0"]
 
 
@@ -112,7 +119,7 @@ def test_finetuning_starts_from_the_pretrained_weights(tmp_path):
 
 def test_init_from_refuses_another_architecture_and_bad_files(tmp_path):
     pre = pretrain(tmp_path, "mlp", "supervised")
-    with pytest.raises(ValueError, match="holds a tabxfer.models.mlp.MLP"):
+    with pytest.raises(ValueError, match=r"holds a tabxfer\.models\.mlp\.MLP"):
         finetune(tmp_path, "tabnet", pre["best_checkpoint"])
     bad = tmp_path / "bad.ckpt"
     bad.write_bytes(Path(pre["best_checkpoint"]).read_bytes()[:1000])  # truncated
@@ -169,7 +176,13 @@ def test_objective_validation():
 # --- strategies ----------------------------------------------------------------------------------------
 def module_for(finetune: dict) -> TabularRegressor:
     spec = {"target": {"mean": 6.0, "std": 0.7}, "numeric": [{}] * 3, "categorical": [{"cardinality": 4}]}
-    cfg = {"_target_": "tabxfer.models.mlp.MLP", "n_num": 3, "cardinalities": [4], "d_block": 8, "n_blocks": 1}
+    cfg = {
+        "_target_": "tabxfer.models.mlp.MLP",
+        "n_num": 3,
+        "cardinalities": [4],
+        "d_block": 8,
+        "n_blocks": 1,
+    }
     return TabularRegressor(model_cfg=cfg, spec=spec, optimizer={"lr": 0.1}, finetune=finetune)
 
 

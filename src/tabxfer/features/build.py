@@ -43,7 +43,7 @@ def cache_key(
     split: SplitConfig,
     base_spec: FeatureSpec | None = None,
 ) -> tuple[str, dict[str, Any]]:
-    desc = {
+    desc: dict[str, Any] = {
         "sources": {name: src.describe() for name, src in sources.items()},
         "features": features.to_dict(),
         "split": dataclasses.asdict(split),

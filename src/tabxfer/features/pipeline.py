@@ -349,7 +349,7 @@ def merge_config(base: FeatureConfig, target: FeatureConfig) -> FeatureConfig:
     lists = ("categorical", "numeric", "extra_categorical", "extra_numeric")
     return dataclasses.replace(
         base,
-        **{k: getattr(base, k) or getattr(target, k) for k in switches},  # type: ignore[arg-type]
+        **{k: getattr(base, k) or getattr(target, k) for k in switches},
         **{k: union(getattr(base, k), getattr(target, k)) for k in lists},  # type: ignore[arg-type]
         min_count=target.min_count,
         max_vocab=target.max_vocab,

@@ -25,7 +25,7 @@ import pytorch_lightning as L
 import torch
 from torch import Tensor, nn
 
-from tabxfer.models.base import PARTS
+from tabxfer.models.base import PARTS, TabularModel
 from tabxfer.training.objectives import Objective, PretrainHeads, corrupt_from_marginals, info_nce, mask_cells
 
 MONITOR = "val/rmsle"
@@ -138,13 +138,13 @@ class TabularRegressor(L.LightningModule):
         optimizer: Mapping[str, Any] | None = None,
         scheduler: Mapping[str, Any] | None = None,
         meta: Mapping[str, Any] | None = None,
-        model: nn.Module | None = None,
+        model: TabularModel | None = None,
         objective: Mapping[str, Any] | None = None,
         finetune: Mapping[str, Any] | None = None,
     ):
         super().__init__()
         self.save_hyperparameters(ignore=["model"])
-        self.model = model if model is not None else hydra.utils.instantiate(dict(model_cfg))
+        self.model: TabularModel = model if model is not None else hydra.utils.instantiate(dict(model_cfg))
         self.objective = Objective.of(objective)
         self.finetune = Finetune.of(finetune)
         self.pretrain_heads = (
@@ -178,7 +178,7 @@ class TabularRegressor(L.LightningModule):
         return self._z(x_num, x_cat, x_ctx) * self.y_std + self.y_mean
 
     def _features(self, x_num: Tensor, x_cat: Tensor, ctx: list[Tensor]) -> Tensor:
-        return self.model.features(x_num, x_cat, *ctx).float()  # type: ignore[operator]
+        return self.model.features(x_num, x_cat, *ctx).float()
 
     def objective_terms(self, batch: tuple[Tensor, ...]) -> dict[str, Tensor]:
         """Each weighted objective's loss on a batch (unweighted), plus the model's ``aux`` term."""
