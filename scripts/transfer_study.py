@@ -171,6 +171,7 @@ class Study:
     # --- target runs ------------------------------------------------------------------------------
     def target_run(self, model: str, condition: str, size: str, seed: int, part: str = "all") -> None:
         row_key = (model, condition, part, size, seed)
+        self.done |= {self.key(json.loads(line)) for line in self._lines()}  # other workers' rows too
         if row_key in self.done:
             return
         overrides = [
@@ -243,7 +244,8 @@ class Study:
         rows = [json.loads(line) for line in self._lines()]
         if not rows:
             raise SystemExit(f"no results in {self.results}")
-        df = pl.DataFrame(rows, infer_schema_length=None)
+        keys = ["model", "condition", "corpus_part", "size", "seed"]
+        df = pl.DataFrame(rows, infer_schema_length=None).unique(keys, keep="first", maintain_order=True)
         tmp = self.out / ".results.parquet.tmp"
         df.write_parquet(tmp)
         os.replace(tmp, self.out / "results.parquet")

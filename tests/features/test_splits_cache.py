@@ -108,3 +108,40 @@ def test_cache_reader_needs_neither_polars_nor_raw_files(tmp_path, trips):
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert int(out.stdout) == len(cache.split("train"))
+
+
+def test_anchored_cache_keeps_base_columns_and_appends_new_ones(tmp_path):
+    from factories import make_trips
+
+    base_df = make_trips(3000, seed=1).with_columns(pl.Series("speed_limit", np.full(3000, 50.0)))
+    base = build_cache(
+        {"corpus": Frame(base_df, "base")},
+        cache_dir=tmp_path,
+        name="base",
+        features={"min_count": 5, "extra_numeric": ["speed_limit"]},
+    )
+    target_df = make_trips(2000, seed=2).with_columns(pl.lit("N").alias("store_and_fwd_flag"))
+    target = build_cache(
+        {"nyc": Frame(target_df, "target")},
+        cache_dir=tmp_path,
+        name="target",
+        features={"min_count": 5, "extra_categorical": ["store_and_fwd_flag"]},
+        base_spec=base.spec,
+    )
+    b, t = base.spec, target.spec
+    # base columns first, with the base's statistics and vocabularies; the target's own appended
+    assert t.numeric == b.numeric and t.categorical[: b.n_categorical] == b.categorical
+    assert t.categorical_names[b.n_categorical :] == ["store_and_fwd_flag"]
+    assert t.target == b.target
+    # the corpus-only column is missing in the target: 0 after scaling, not an error
+    col = t.numeric_names.index("speed_limit")
+    assert (target.split("train").x_num[:, col] == 0).all()
+    assert (target.split("train").source_id == 0).all()
+    # a different base spec is a different cache
+    other = build_cache(
+        {"nyc": Frame(target_df, "target")},
+        cache_dir=tmp_path,
+        name="target",
+        features={"min_count": 5, "extra_categorical": ["store_and_fwd_flag"]},
+    )
+    assert other.path != target.path and other.spec.numeric != t.numeric
