@@ -58,3 +58,12 @@ def make_inputs(n: int, n_num: int, cards: Sequence[int], seed: int = 0) -> tupl
     cols = [torch.randint(0, c, (n,), generator=g) for c in cards]
     x_cat = torch.stack(cols, dim=1) if cols else torch.zeros(n, 0, dtype=torch.long)
     return x_num, x_cat
+
+
+# TFT parameters that only the temporal (context) path uses: no gradient when x_ctx is None
+TFT_TEMPORAL_PARAMS = (
+    "embed.ctx.",
+    "backbone.temporal_selection.",
+    "backbone.encoder.",
+    "backbone.static_contexts.0.",
+)

@@ -9,6 +9,7 @@ import warnings
 import pytest
 import torch
 
+from model_helpers import TFT_TEMPORAL_PARAMS
 from tabxfer.models.tft import TFT
 
 CARDS = [5, 3, 7]
@@ -58,12 +59,7 @@ def test_gradients_reach_every_parameter_used():
     # without context the temporal path (and c_s, which only conditions it) is skipped entirely
     m.zero_grad(set_to_none=True)
     m(x_num, x_cat).pow(2).mean().backward()
-    temporal = (
-        "embed.ctx.",
-        "backbone.temporal_selection.",
-        "backbone.encoder.",
-        "backbone.static_contexts.0.",
-    )
+    temporal = TFT_TEMPORAL_PARAMS
     for name, p in m.named_parameters():
         assert (p.grad is None) == name.startswith(temporal), name
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import Tensor
 
-from model_helpers import make_inputs, one_thread  # noqa: F401 (autouse fixture)
+from model_helpers import TFT_TEMPORAL_PARAMS, make_inputs, one_thread  # noqa: F401 (autouse fixture)
 from tabxfer.models.tft import NEW_VARIABLE_LOGIT_GAP, TFT
 
 N_NUM, CARDS = 3, [5, 3, 7]
@@ -132,12 +132,7 @@ def test_grown_model_trains_and_interprets(with_ctx: bool) -> None:
     out = m(x_num, x_cat, x_ctx)
     assert out.shape == (16, 1)
     out.pow(2).mean().backward()
-    temporal = (
-        "embed.ctx.",
-        "backbone.temporal_selection.",
-        "backbone.encoder.",
-        "backbone.static_contexts.0.",
-    )
+    temporal = TFT_TEMPORAL_PARAMS
     for name, p in m.named_parameters():
         assert (p.grad is None) == (not with_ctx and name.startswith(temporal)), name
         assert p.grad is None or p.grad.isfinite().all(), name
