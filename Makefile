@@ -2,7 +2,7 @@
 PY ?= .venv/bin/python
 ARGS ?=
 
-.PHONY: help install test test-fast lint format typecheck data train bench bench-models sweep export clean
+.PHONY: help install test test-fast lint format typecheck data train bench bench-models study sweep export clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -36,6 +36,9 @@ bench:  ## featurization benchmark vs pandas (needs: pip install -e .[bench])
 
 bench-models:  ## every model on the real NYC rows (needs ../shared/data or TABXFER_DATA_DIR)
 	$(PY) scripts/bench_models.py $(ARGS)
+
+study:  ## the transfer study on the real data (ARGS: --models mlp,tabnet --sizes 1000,10000 ...)
+	$(PY) scripts/transfer_study.py --target nyc_kaggle --corpus mobility_real $(ARGS)
 
 sweep export:  ## arrive with issues 5-6 (ONNX artifact, Optuna sweeps)
 	@echo "'make $@' is not available yet: see README 'Status'" && exit 2
