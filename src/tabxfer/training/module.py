@@ -147,6 +147,7 @@ class TabularRegressor(L.LightningModule):
         self.model: TabularModel = model if model is not None else hydra.utils.instantiate(dict(model_cfg))
         self.objective = Objective.of(objective)
         self.finetune = Finetune.of(finetune)
+        self._frozen: set[str] = set(self.finetune.freeze)  # set per epoch (gradual unfreezing)
         self.pretrain_heads = (
             PretrainHeads(
                 self.model.d_backbone,
@@ -216,7 +217,7 @@ class TabularRegressor(L.LightningModule):
         self._frozen = frozen
 
     def training_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> Tensor:
-        for name in getattr(self, "_frozen", ()):  # frozen parts keep their (batch-norm) statistics
+        for name in self._frozen:  # frozen parts keep their (batch-norm) statistics
             self.model.parts()[name].eval()
         terms = self.objective_terms(batch)
         total = self.total_loss(terms)
@@ -231,8 +232,14 @@ class TabularRegressor(L.LightningModule):
         return total
 
     def _eval_step(self, stage: str, batch: tuple[Tensor, ...]) -> None:
+        """RMSLE sums, and the loss from the same forward pass unless a self-supervised objective needs
+        its own (:meth:`_ssl_loss`)."""
         x_num, x_cat, y, *ctx = batch
-        pred = self(x_num, x_cat, *ctx).clamp_min(0.0)  # log1p of a non-negative duration
+        z = self._z(x_num, x_cat, *ctx)
+        if not self.objective.self_supervised:
+            loss = nn.functional.mse_loss(z, (y - self.y_mean) / self.y_std)
+            self.log(f"{stage}/loss", loss, batch_size=len(y), on_epoch=True, sync_dist=True)
+        pred = (z * self.y_std + self.y_mean).clamp_min(0.0)  # log1p of a non-negative duration
         err = (pred - y).double().pow(2).sum()
         s = self._sums.setdefault(stage, torch.zeros(2, dtype=torch.float64, device=pred.device))
         s += torch.stack([err, torch.tensor(float(len(y)), dtype=torch.float64, device=pred.device)])
@@ -246,19 +253,17 @@ class TabularRegressor(L.LightningModule):
         self.log(f"{stage}/rmsle", rmsle, prog_bar=stage == "val", sync_dist=False)
         return rmsle
 
-    def _objective_loss(self, stage: str, batch: tuple[Tensor, ...], batch_idx: int) -> None:
-        if self.objective.self_supervised:  # masks and corruptions drawn from a fixed seed per batch
-            devices = [self.device] if self.device.type == "cuda" else []
-            with torch.random.fork_rng(devices=devices):
-                torch.manual_seed(batch_idx)
-                loss = self.total_loss(self.objective_terms(batch))
-        else:
-            x_num, x_cat, y, *ctx = batch
-            loss = nn.functional.mse_loss(self._z(x_num, x_cat, *ctx), (y - self.y_mean) / self.y_std)
+    def _ssl_loss(self, stage: str, batch: tuple[Tensor, ...], batch_idx: int) -> None:
+        """The whole objective; masks and corruptions drawn from a fixed seed per batch."""
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(batch_idx)
+            loss = self.total_loss(self.objective_terms(batch))
         self.log(f"{stage}/loss", loss, batch_size=len(batch[2]), on_epoch=True, sync_dist=True)
 
     def validation_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> None:
-        self._objective_loss("val", batch, batch_idx)
+        if self.objective.self_supervised:
+            self._ssl_loss("val", batch, batch_idx)
         if self.objective.supervised:  # an untrained head's RMSLE would mean nothing
             self._eval_step("val", batch)
 
@@ -272,7 +277,8 @@ class TabularRegressor(L.LightningModule):
             self.log("val/rmsle_best", self.best)
 
     def test_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> None:
-        self._objective_loss("test", batch, batch_idx)
+        if self.objective.self_supervised:
+            self._ssl_loss("test", batch, batch_idx)
         if self.objective.supervised:
             self._eval_step("test", batch)
 

@@ -18,6 +18,7 @@ carries no pretraining weights. Temporal context (TFT) is passed through uncorru
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -99,8 +100,6 @@ def info_nce(z1: Tensor, z2: Tensor, temperature: float) -> Tensor:
 class PretrainHeads(nn.Module):
     """The decoders and projection head of the self-supervised objectives, on backbone features."""
 
-    offsets: Tensor
-
     def __init__(self, d_backbone: int, n_num: int, cardinalities: Sequence[int], objective: Objective):
         super().__init__()
         self.n_num, self.cardinalities = n_num, list(cardinalities)
@@ -108,8 +107,7 @@ class PretrainHeads(nn.Module):
         self.decode_cat = (
             nn.Linear(d_backbone, sum(cardinalities)) if objective.masked and cardinalities else None
         )
-        offsets = torch.tensor([0, *cardinalities], dtype=torch.long).cumsum(0)
-        self.register_buffer("offsets", offsets, persistent=False)
+        self.bounds = [0, *itertools.accumulate(cardinalities)]  # python ints: slicing needs no device sync
         self.project = (
             nn.Sequential(
                 nn.Linear(d_backbone, objective.d_proj),
@@ -130,11 +128,7 @@ class PretrainHeads(nn.Module):
             total = total + (err * m_num).sum()
         if self.decode_cat is not None:
             logits = self.decode_cat(h).float()  # (B, sum(cards))
-            for j in range(len(self.cardinalities)):
-                rows = m_cat[:, j]
-                if rows.any():
-                    lo, hi = int(self.offsets[j]), int(self.offsets[j + 1])
-                    total = total + F.cross_entropy(
-                        logits[rows, lo:hi], x_cat[rows, j].long(), reduction="sum"
-                    )
+            for j, (lo, hi) in enumerate(itertools.pairwise(self.bounds)):
+                ce = F.cross_entropy(logits[:, lo:hi], x_cat[:, j].long(), reduction="none")  # (B,)
+                total = total + (ce * m_cat[:, j]).sum()
         return total / (m_num.sum() + m_cat.sum()).clamp_min(1)
