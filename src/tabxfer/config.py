@@ -1,8 +1,29 @@
-"""OmegaConf resolvers that tabxfer's configs use; registered on import of :mod:`tabxfer.train`."""
+"""Config helpers: checking a config node against its dataclass, and the OmegaConf resolvers that
+tabxfer's configs use (registered on import of :mod:`tabxfer.train`)."""
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
 from omegaconf import OmegaConf
+
+
+def check_options(cls: Any, cfg: Mapping[str, Any], section: str) -> None:
+    """Fail fast, naming the keys, when a config node has keys that dataclass ``cls`` does not.
+
+    >>> @dataclasses.dataclass
+    ... class C:
+    ...     a: int = 0
+    >>> check_options(C, {"b": 1}, "demo")
+    Traceback (most recent call last):
+    ValueError: unknown demo option(s) ['b']; expected ['a']
+    """
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(cfg) - known
+    if unknown:
+        raise ValueError(f"unknown {section} option(s) {sorted(unknown)}; expected {sorted(known)}")
 
 
 def monitor_for(supervised_weight: float) -> str:

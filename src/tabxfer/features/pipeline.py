@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from tabxfer.config import check_options
 from tabxfer.data.cities import city_bounds
 from tabxfer.data.geo import KM_PER_DEG_LAT, bearing_deg, haversine_km
 from tabxfer.data.schema import DataError
@@ -97,10 +98,7 @@ class FeatureConfig:
             return cls()
         if isinstance(cfg, FeatureConfig):
             return cfg
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(cfg) - known
-        if unknown:
-            raise ValueError(f"unknown feature option(s) {sorted(unknown)}; expected {sorted(known)}")
+        check_options(cls, cfg, "feature")
         d: dict[str, Any] = {
             k: (tuple(v) if isinstance(v, Sequence) and not isinstance(v, str) else v) for k, v in cfg.items()
         }

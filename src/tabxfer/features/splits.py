@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from tabxfer.config import check_options
 from tabxfer.data.schema import DataError
 
 SPLITS = ("train", "val", "test")
@@ -44,7 +45,10 @@ class SplitConfig:
     def of(cls, cfg: SplitConfig | Mapping[str, Any] | None) -> SplitConfig:
         if cfg is None:
             return cls()
-        return cfg if isinstance(cfg, SplitConfig) else cls(**dict(cfg))
+        if isinstance(cfg, SplitConfig):
+            return cfg
+        check_options(cls, cfg, "split")
+        return cls(**dict(cfg))
 
 
 def assign_split(df: pl.DataFrame, cfg: SplitConfig | Mapping[str, Any] | None = None) -> pl.DataFrame:

@@ -25,6 +25,7 @@ import pytorch_lightning as L
 import torch
 from torch import Tensor, nn
 
+from tabxfer.config import check_options
 from tabxfer.models.base import PARTS, TabularModel
 from tabxfer.training.objectives import Objective, PretrainHeads, corrupt_from_marginals, info_nce, mask_cells
 
@@ -69,11 +70,7 @@ class Finetune:
     def of(cls, cfg: Finetune | Mapping[str, Any] | None) -> Finetune:
         if cfg is None or isinstance(cfg, Finetune):
             return cfg or cls()
-        known = {f.name for f in dataclasses.fields(cls)}
-        if set(cfg) - known:
-            raise ValueError(
-                f"unknown finetune option(s) {sorted(set(cfg) - known)}; expected {sorted(known)}"
-            )
+        check_options(cls, cfg, "finetune")
         d = dict(cfg)
         d["freeze"] = tuple(d.get("freeze") or ())
         d["unfreeze"] = {int(k): tuple(v) for k, v in (d.get("unfreeze") or {}).items()}

@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from tabxfer.config import check_options
+
 OBJECTIVES = ("supervised", "masked", "contrastive")
 
 
@@ -55,11 +57,7 @@ class Objective:
     def of(cls, cfg: Objective | Mapping[str, Any] | None) -> Objective:
         if cfg is None or isinstance(cfg, Objective):
             return cfg or cls()
-        known = {f.name for f in dataclasses.fields(cls)}
-        if set(cfg) - known:
-            raise ValueError(
-                f"unknown objective option(s) {sorted(set(cfg) - known)}; expected {sorted(known)}"
-            )
+        check_options(cls, cfg, "objective")
         return cls(**cfg)
 
     @property
