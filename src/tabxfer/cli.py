@@ -5,6 +5,9 @@ repository root: ``train.py``, ``prepare_data.py``).
     tabxfer data describe CACHE_DIR                           what a tensor cache holds
     tabxfer synth --city nyc -n 100000 --out trips.csv        write synthetic trips (Kaggle CSV or Parquet)
     tabxfer cities                                            the synthetic city presets
+    tabxfer export CKPT [--quantize all|none,dynamic-int8,static-int8,fp16] [--out DIR]
+                                                              a verified ONNX artifact (raw fields in)
+    tabxfer predict ARTIFACT/model.onnx TRIPS.csv|.parquet OUT.csv|.parquet [--provider cpu|cuda]
 """
 
 from __future__ import annotations
@@ -83,6 +86,51 @@ def _cities(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from tabxfer.export.artifact import export_checkpoint
+
+    ckpt = Path(args.checkpoint)
+    out = Path(args.out) if args.out else ckpt.parent.parent / "export"
+    rep = export_checkpoint(
+        ckpt, out, quantize=args.quantize, rows=args.rows, seed=args.seed, provider=args.provider
+    )
+    print(
+        f"{rep['model']}: verified on {rep['rows_verified']:,} held-out rows, RMSLE torch {rep['rmsle_torch']:.4f}"
+    )
+    print(f"{'variant':14} {'KiB':>8} {'max|dlog|':>10} {'RMSLE':>8} {'change':>8}  checked on")
+    for mode, v in rep["variants"].items():
+        print(
+            f"{mode:14} {v['bytes'] / 1024:>8.0f} {v['max_abs_diff_log']:>10.2e} {v['rmsle']:>8.4f} "
+            f"{v['rmsle_delta']:>+8.4f}  {', '.join(v['checked_providers'])}"
+        )
+    print(f"artifact -> {out}")
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    import numpy as np
+    import polars as pl
+
+    from tabxfer.export import serve
+
+    src, dst = Path(args.trips), Path(args.out)
+    df = pl.read_parquet(src) if src.suffix == ".parquet" else pl.read_csv(src, infer_schema_length=10_000)
+    sess = serve.session(args.model, args.provider)
+    cols: dict[str, object] = {c: df[c].to_numpy() for c in df.columns}
+    for kv in args.set:
+        k, _, v = kv.partition("=")
+        cols[k] = np.full(df.height, v, dtype=object)
+    t0 = time.perf_counter()
+    pred = serve.predict(sess, cols, args.batch)
+    seconds = time.perf_counter() - t0
+    out = pl.DataFrame(pred)
+    tmp = dst.with_name(f".{dst.name}.tmp")
+    out.write_parquet(tmp) if dst.suffix == ".parquet" else out.write_csv(tmp)
+    os.replace(tmp, dst)
+    print(f"{df.height:,} predictions -> {dst} ({seconds:.2f} s on {sess.get_providers()[0]})")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="tabxfer", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -107,6 +155,26 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--out", required=True, help=".csv (Kaggle format) or .parquet (canonical schema)")
     s.set_defaults(fn=_synth)
     sub.add_parser("cities", help="list the synthetic city presets").set_defaults(fn=_cities)
+    e = sub.add_parser("export", help="checkpoint -> verified ONNX artifact taking raw trip fields")
+    e.add_argument("checkpoint")
+    e.add_argument(
+        "--quantize", default="none", help="none | dynamic-int8 | static-int8 | fp16 | all (comma list)"
+    )
+    e.add_argument("--out", help="artifact folder (default: <run>/export)")
+    e.add_argument("--rows", type=int, default=20_000, help="held-out rows to verify on")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--provider", default="cpu", choices=["cpu", "cuda"], help="where to verify")
+    e.set_defaults(fn=_export)
+    p = sub.add_parser("predict", help="run an artifact on a CSV or Parquet of raw trips")
+    p.add_argument("model", help="an artifact's .onnx file")
+    p.add_argument("trips")
+    p.add_argument("out")
+    p.add_argument("--provider", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--batch", type=int, default=65536)
+    p.add_argument(
+        "--set", action="append", default=[], metavar="NAME=VALUE", help="a constant field for every row"
+    )
+    p.set_defaults(fn=_predict)
     args = ap.parse_args(argv)
     return int(args.fn(args))
 

@@ -1,0 +1,418 @@
+"""``tabxfer export``: a checkpoint -> a self-describing, verified ONNX artifact folder.
+
+::
+
+    <out>/
+        model.onnx                 fp32; raw trip fields in, duration_s and log_duration out
+        model.<quantization>.onnx  dynamic-int8 / static-int8 / fp16, when asked for
+        model_card.md              intended use, data, metrics overall and by slice, quantization effect
+        report.json                every figure of the card (parity, RMSLE, sizes), machine-readable
+        inputs.json                the input schema (also in each graph's metadata)
+        example_input.csv          raw rows in the graph's input format; example_output.csv: fp32 outputs
+        serve.py                   numpy + onnxruntime only: run the artifact on a CSV
+
+Verification runs on held-out rows of the checkpoint's own data (its test split, loaded again from the
+sources named in the checkpoint): the torch model on features computed by the polars pipeline against the
+graph on raw fields, at batch sizes 1, 7 and 4096. fp32 must agree within ``FP32_TOL`` on log-duration or
+nothing is written. The folder is written under a temporary name and renamed into place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import hydra
+import numpy as np
+import onnx
+import polars as pl
+import torch
+
+import tabxfer
+from tabxfer.data.geo import haversine_km
+from tabxfer.export import quantize as q
+from tabxfer.export import serve
+from tabxfer.export.graph import RawFeatures
+from tabxfer.export.onnx_graph import RawInput, RawTripModel, export_raw_graph, raw_inputs
+from tabxfer.features import pipeline
+from tabxfer.features.spec import FeatureSpec
+from tabxfer.features.splits import assign_split
+
+log = logging.getLogger(__name__)
+FP32_TOL = 1e-4  # max abs difference on log-duration, graph vs torch
+QUANT_GOAL = 0.002  # RMSLE change goal for int8 / fp16
+PARITY_BATCHES = (1, 7, 4096)
+
+
+def raw_model(module: Any) -> tuple[RawTripModel, FeatureSpec]:
+    """The exportable ``RawTripModel`` of a trained :class:`~tabxfer.training.module.TabularRegressor`."""
+    spec = FeatureSpec.from_dict(module.hparams["spec"])
+    if module.takes_context and getattr(module.model, "n_ctx", 0):
+        raise NotImplementedError(
+            "exporting a model that reads the context sequence (TFT with data.features.context=true) "
+            "needs the context's statistics in the spec; train TFT with data.features.context=false to export"
+        )
+    features = RawFeatures(spec)
+    if features.uses_context_flat:
+        raise NotImplementedError("exporting context_flat features is not supported yet")
+    model = RawTripModel(
+        features,
+        module.model.eval(),
+        y_mean=float(module.y_mean),
+        y_std=float(module.y_std),
+        target_transform=spec.target.transform,
+        takes_context=False,
+    )
+    return model.eval(), spec
+
+
+def held_out(config: Mapping[str, Any], n: int, *, split: str = "test", seed: int = 0) -> pl.DataFrame:
+    """Up to ``n`` canonical rows of ``split`` of the data a run was trained on (its resolved config)."""
+    data = config["data"]
+    frames = []
+    for i, (name, node) in enumerate(data["sources"].items()):
+        df, _ = hydra.utils.instantiate(dict(node)).load()
+        frames.append(df.with_columns(pl.lit(i, pl.Int16).alias("__source_id")))
+        log.info("loaded %s: %s rows", name, f"{df.height:,}")
+    df = pl.concat(frames, how="diagonal_relaxed") if len(frames) > 1 else frames[0]
+    df = assign_split(df, data.get("split")).filter(pl.col("split") == split)
+    if df.height == 0:
+        raise ValueError(
+            f"the {split!r} split of {data.get('name')} is empty: nothing to verify the export on"
+        )
+    return df.sample(min(n, df.height), seed=seed, shuffle=True) if df.height > n else df
+
+
+def raw_columns(df: pl.DataFrame, inputs: Sequence[RawInput]) -> dict[str, np.ndarray]:
+    """Canonical trips -> the graph's input arrays."""
+    out: dict[str, np.ndarray] = {}
+    for i in inputs:
+        if i.name == "pickup_ts":
+            out[i.name] = df["pickup_time"].dt.epoch("s").to_numpy().astype(np.int64)
+        elif i.dtype == "string":
+            col = df[i.name].cast(pl.String) if i.name in df.columns else pl.Series([None] * df.height)
+            out[i.name] = np.array(col.fill_null("").to_list(), dtype=object)
+        else:
+            col = df[i.name].cast(pl.Float64) if i.name in df.columns else pl.Series([None] * df.height)
+            out[i.name] = col.fill_null(float("nan")).to_numpy().astype(np.float64)
+    return out
+
+
+def torch_log_pred(module: Any, spec: FeatureSpec, df: pl.DataFrame, batch: int = 4096) -> np.ndarray:
+    """The torch model's log-duration on features from the polars pipeline (the reference)."""
+    arr = pipeline.to_arrays(pipeline.transform(df.lazy(), spec).collect(), spec)
+    out = []
+    with torch.no_grad():
+        for s in range(0, len(arr["y"]), batch):
+            xn = torch.from_numpy(arr["x_num"][s : s + batch])
+            xc = torch.from_numpy(arr["x_cat"][s : s + batch]).long()
+            out.append(module.eval()(xn, xc).numpy())
+    return np.concatenate(out).astype(np.float64)
+
+
+def rmsle(log_pred: np.ndarray, log_true: np.ndarray) -> float:
+    return float(np.sqrt(np.mean((np.asarray(log_pred, np.float64) - log_true) ** 2)))
+
+
+def slices(df: pl.DataFrame, log_pred: np.ndarray, log_true: np.ndarray) -> list[dict[str, Any]]:
+    """RMSLE by city, mode, trip distance and pickup hour (what a card's reader asks first)."""
+    sq = (np.asarray(log_pred, np.float64) - log_true) ** 2
+    c = [pl.col(n) for n in ("pickup_lat", "pickup_lon", "dropoff_lat", "dropoff_lon")]
+    dist = df.select(haversine_km(*c).alias("d"))["d"]
+    keys = {
+        "city": df["city"].cast(pl.String).fill_null("?"),
+        "mode": df["mode"].cast(pl.String).fill_null("?"),
+        "distance_km": dist.cut([1, 3, 10], labels=["<1", "1-3", "3-10", ">=10"]).cast(pl.String),
+        "hour": (df["pickup_time"].dt.hour() // 6 * 6).cast(pl.String).str.zfill(2) + "h+6",
+    }
+    rows = []
+    for by, key in keys.items():
+        t = pl.DataFrame({"k": key, "sq": sq}).group_by("k").agg(pl.len().alias("n"), pl.col("sq").mean())
+        for r in t.sort("k").iter_rows(named=True):
+            rows.append({"slice": by, "value": r["k"], "rows": r["n"], "rmsle": float(np.sqrt(r["sq"]))})
+    return rows
+
+
+def _state_fingerprint(model: torch.nn.Module) -> str:
+    h = hashlib.sha256()
+    for k, v in sorted(model.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _run(
+    path: Path, feeds: Mapping[str, np.ndarray], batch: int, provider: str = "cpu"
+) -> tuple[np.ndarray, list[str]]:
+    sess = serve.session(path, provider)
+    n = len(next(iter(feeds.values())))
+    parts = [
+        sess.run(["log_duration"], {k: v[s : s + batch] for k, v in feeds.items()})[0]
+        for s in range(0, n, batch)
+    ]
+    return np.concatenate(parts).astype(np.float64), sess.get_providers()
+
+
+def _set_metadata(path: Path, props: Mapping[str, str], doc: str) -> None:
+    model = onnx.load(str(path))
+    del model.metadata_props[:]
+    for k, v in props.items():
+        model.metadata_props.append(onnx.StringStringEntryProto(key=k, value=v))
+    model.doc_string = doc
+    model.producer_name, model.producer_version = "tabxfer", tabxfer.__version__
+    onnx.save(model, str(path))
+
+
+def file_name(mode: str) -> str:
+    return "model.onnx" if mode == "none" else f"model.{mode}.onnx"
+
+
+def export_checkpoint(
+    checkpoint: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    quantize: Sequence[str] = ("none",),
+    rows: int = 20_000,
+    calibration_rows: int = 4096,
+    seed: int = 0,
+    provider: str = "cpu",
+) -> dict[str, Any]:
+    """Export, quantize, verify and describe; returns the report (also ``report.json``)."""
+    from tabxfer.train import load  # Lightning is imported only here
+
+    ckpt = Path(checkpoint)
+    module = load(ckpt)
+    modes = q.parse(quantize)
+    meta = dict(module.hparams.get("meta") or {})
+    model, spec = raw_model(module)
+    inputs = raw_inputs(model.features)
+    if "config" not in meta:
+        raise ValueError(f"{ckpt}: no training config in the checkpoint's meta; cannot find held-out rows")
+    t0 = time.perf_counter()
+    test = held_out(meta["config"], rows, seed=seed)
+    train = held_out(meta["config"], calibration_rows, split="train", seed=seed + 1)
+    log_true = np.log1p(test["duration_s"].to_numpy().astype(np.float64))
+    ref = torch_log_pred(module, spec, test)
+    feeds = serve.feed([i.to_dict() for i in inputs], raw_columns(test, inputs))
+    calib = serve.feed([i.to_dict() for i in inputs], raw_columns(train, inputs))
+    calib_feeds = [{k: v[s : s + 512] for k, v in calib.items()} for s in range(0, len(train), 512)]
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        base = tmp / file_name("none")
+        export_raw_graph(model, spec, base)
+        report: dict[str, Any] = {
+            "checkpoint": str(ckpt),
+            "model": module.hparams["model_cfg"]["_target_"],
+            "rows_verified": len(test),
+            "rmsle_torch": rmsle(ref, log_true),
+            "variants": {},
+        }
+        for mode in modes:
+            path = tmp / file_name(mode)
+            notes: dict[str, Any] = {}
+            if mode != "none":
+                notes = q.quantize(base, path, mode, calibration=calib_feeds)
+            pred, providers = _run(path, feeds, 4096, provider)
+            diff = np.abs(pred - ref)
+            small = {
+                str(b): float(
+                    np.abs(_run(path, {k: v[:b] for k, v in feeds.items()}, b, provider)[0] - ref[:b]).max()
+                )
+                for b in PARITY_BATCHES[:2]
+            }
+            v = {
+                "file": path.name,
+                "bytes": q.size_bytes(path),
+                "max_abs_diff_log": float(diff.max()),
+                "max_abs_diff_log_by_batch": {**small, "4096": float(diff.max())},
+                "rmsle": rmsle(pred, log_true),
+                "rmsle_delta": rmsle(pred, log_true) - report["rmsle_torch"],
+                "checked_providers": providers[:1],
+                **notes,
+            }
+            if mode == "none":
+                v["slices"] = slices(test, pred, log_true)
+                worst = max(v["max_abs_diff_log_by_batch"].values())
+                if worst > FP32_TOL:
+                    raise AssertionError(
+                        f"fp32 graph disagrees with the torch model: max |diff| on log-duration {worst:.2e} "
+                        f"> {FP32_TOL} (by batch size: {v['max_abs_diff_log_by_batch']})"
+                    )
+                v["parity_ok"] = True
+            else:
+                v["goal_ok"] = abs(v["rmsle_delta"]) <= QUANT_GOAL
+            report["variants"][mode] = v
+            log.info("%s: %s", mode, {k: v[k] for k in ("bytes", "max_abs_diff_log", "rmsle", "rmsle_delta")})
+        report["seconds"] = time.perf_counter() - t0
+        props = metadata(module, spec, inputs, meta, report, ckpt)
+        for mode in modes:
+            path = tmp / file_name(mode)
+            _set_metadata(
+                path,
+                {
+                    **props,
+                    "tabxfer.quantization": mode,
+                    "tabxfer.checked_providers": json.dumps(report["variants"][mode]["checked_providers"]),
+                },
+                description(inputs, mode),
+            )
+        _write_text(tmp / "report.json", json.dumps(report, indent=1, default=str))
+        _write_text(tmp / "inputs.json", json.dumps([i.to_dict() for i in inputs], indent=1))
+        _write_examples(tmp, test, inputs, ref)
+        shutil.copyfile(serve.__file__, tmp / "serve.py")
+        _write_text(tmp / "model_card.md", model_card(module, spec, inputs, meta, report))
+        tmp.chmod(0o755)  # mkdtemp makes it private
+        if out.exists():
+            old = out.with_name(f".{out.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(out, old)
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return report
+
+
+def _write_text(path: Path, text: str) -> None:
+    path.write_text(text)
+
+
+def _write_examples(
+    folder: Path, df: pl.DataFrame, inputs: Sequence[RawInput], ref: np.ndarray, n: int = 16
+) -> None:
+    cols = raw_columns(df.head(n), inputs)
+    pl.DataFrame({k: list(v) for k, v in cols.items()}).write_csv(folder / "example_input.csv")
+    pl.DataFrame({"log_duration_torch": ref[:n], "duration_s_torch": np.expm1(ref[:n])}).write_csv(
+        folder / "example_output.csv"
+    )
+
+
+def metadata(
+    module: Any,
+    spec: FeatureSpec,
+    inputs: Sequence[RawInput],
+    meta: Mapping[str, Any],
+    report: Mapping[str, Any],
+    ckpt: Path,
+) -> dict[str, str]:
+    """ONNX ``metadata_props`` (strings; JSON where structured)."""
+    trained = _training_metrics(ckpt)
+    return {
+        "tabxfer.version": tabxfer.__version__,
+        "tabxfer.inputs": json.dumps([i.to_dict() for i in inputs]),
+        "tabxfer.outputs": json.dumps(
+            {"duration_s": "predicted trip duration, seconds", "log_duration": "log1p(duration_s)"}
+        ),
+        "tabxfer.units": json.dumps(
+            {"pickup_ts": "s (local wall clock as UTC)", "coordinates": "degrees", "duration_s": "s"}
+        ),
+        "tabxfer.model": module.hparams["model_cfg"]["_target_"],
+        "tabxfer.model_config": json.dumps(module.hparams["model_cfg"], default=str),
+        "tabxfer.model_fingerprint": _state_fingerprint(module.model),
+        "tabxfer.data_fingerprint": str(meta.get("data_fingerprint")),
+        "tabxfer.corpus": json.dumps(meta.get("corpus"), default=str),
+        "tabxfer.feature_spec": spec.to_json(),
+        "tabxfer.training_metrics": json.dumps(trained),
+        "tabxfer.verification": json.dumps(
+            {k: {kk: vv for kk, vv in v.items() if kk != "slices"} for k, v in report["variants"].items()}
+            | {"rmsle_torch": report["rmsle_torch"], "rows": report["rows_verified"]}
+        ),
+    }
+
+
+def _training_metrics(ckpt: Path) -> dict[str, Any]:
+    """The run's ``metrics.json`` (beside ``checkpoints/``), when it is there."""
+    for p in (ckpt.parent.parent / "metrics.json", ckpt.parent / "metrics.json"):
+        if p.is_file():
+            m = json.loads(p.read_text())
+            return {k: v for k, v in m.get("metrics", {}).items() if isinstance(v, (int, float))}
+    return {}
+
+
+def description(inputs: Sequence[RawInput], mode: str) -> str:
+    lines = [
+        f"tabxfer trip-duration model ({mode}). Inputs: one 1-D tensor per raw field, batch axis 'batch':",
+        *[
+            f"  {i.name} ({i.dtype}{'' if len(i.shape) == 1 else ' ' + str(list(i.shape))}): {i.description}"
+            for i in inputs
+        ],
+        "Outputs: duration_s (float32, seconds), log_duration (float32, log1p seconds).",
+        "Everything from raw fields to the duration happens in the graph (features, vocabularies, scaling).",
+    ]
+    return "\n".join(lines)
+
+
+def model_card(
+    module: Any,
+    spec: FeatureSpec,
+    inputs: Sequence[RawInput],
+    meta: Mapping[str, Any],
+    report: Mapping[str, Any],
+) -> str:
+    corpus = meta.get("corpus") or {}
+    cfg = module.hparams["model_cfg"]
+    fp32 = report["variants"]["none"]
+    lines = [
+        f"# Model card: {cfg['_target_'].rsplit('.', 1)[-1]} trip duration",
+        "",
+        "## Intended use",
+        "Predict the duration in seconds of a trip from what is known at pickup: time, pickup and dropoff "
+        "coordinates, passenger count, vendor and the other fields below. Trained for "
+        f"`{corpus.get('name')}`; use on other cities or periods only after checking the slices below on "
+        "your own data.",
+        "",
+        "## Inputs",
+        "| name | type | meaning |",
+        "|---|---|---|",
+        *[f"| `{i.name}` | {i.dtype} {list(i.shape)} | {i.description} |" for i in inputs],
+        "",
+        "Outputs: `duration_s` (float32, seconds) and `log_duration` (log1p of it). Feature computation, "
+        "vocabularies and scaling are inside the graph: send raw fields.",
+        "",
+        "## Training data",
+        f"- data: `{corpus.get('name')}`, rows {json.dumps(corpus.get('rows'))}, fingerprint `{meta.get('data_fingerprint')}`",
+        f"- sources: {', '.join((corpus.get('sources') or {}).keys())}",
+        f"- initialized from: {(meta.get('init_from') or {}).get('path', 'scratch')}",
+        f"- feature spec: {spec.n_numeric} numeric, {spec.n_categorical} categorical features; "
+        f"fitted on {spec.n_train:,} training rows",
+        "",
+        "## Metrics (held-out test rows, this export's own check)",
+        f"- rows: {report['rows_verified']:,}; RMSLE torch {report['rmsle_torch']:.4f}",
+        "",
+        "| variant | file | size KiB | max abs diff (log) vs torch | RMSLE | RMSLE change | checked on |",
+        "|---|---|---:|---:|---:|---:|---|",
+    ]
+    for mode, v in report["variants"].items():
+        lines.append(
+            f"| {mode} | `{v['file']}` | {v['bytes'] / 1024:.0f} | {v['max_abs_diff_log']:.2e} | {v['rmsle']:.4f} "
+            f"| {v['rmsle_delta']:+.4f} | {', '.join(v['checked_providers'])} |"
+        )
+    lines += ["", "### By slice (fp32)", "| slice | value | rows | RMSLE |", "|---|---|---:|---:|"]
+    lines += [f"| {s['slice']} | {s['value']} | {s['rows']:,} | {s['rmsle']:.4f} |" for s in fp32["slices"]]
+    lines += [
+        "",
+        "## Limitations",
+        "- Durations are learned from recorded trips: traffic incidents, weather and events after the "
+        "training period are not seen.",
+        "- Cities outside the training data use tabxfer's known city centers for the local frame, or none "
+        "(features set to their means) when unknown; expect much larger errors there.",
+        "- Holidays are US federal holidays for 1970-2099.",
+        "- Quantized variants keep the feature computation, embedding lookups and the last layer in float; "
+        "their accuracy change is measured above on this machine's CPU. fp16 is meant for onnxruntime's "
+        "CUDA provider; the providers each file was checked on are listed (`tabxfer.checked_providers`).",
+    ]
+    return "\n".join(lines) + "\n"

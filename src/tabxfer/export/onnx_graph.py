@@ -1,0 +1,279 @@
+"""Raw trip fields -> duration: the exported graph, built from a trained model and its feature spec.
+
+:class:`RawTripModel` chains :class:`~tabxfer.export.graph.RawFeatures`, the trained network and the
+inverse target transform. :func:`export_raw_graph` exports it with torch's supported (dynamo) exporter,
+then edits the ONNX graph so that its inputs are what a serving team has: one 1-D tensor per raw field
+(dynamic batch axis), strings for string categoricals (ONNX-ML ``LabelEncoder`` nodes hold the
+vocabularies; unknown -> index 0), and outputs ``duration_s`` and ``log_duration`` (float32, ``(B,)``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import torch
+from onnx import TensorProto, helper
+from torch import Tensor, nn
+
+from tabxfer.export.graph import RawFeatures
+from tabxfer.features.spec import FeatureSpec
+
+OPSET = 18
+ML_OPSET = 3  # ai.onnx.ml: LabelEncoder with string keys
+COORDS = ("pickup_lat", "pickup_lon", "dropoff_lat", "dropoff_lon")
+OUTPUTS = ("duration_s", "log_duration")
+
+
+@dataclasses.dataclass(frozen=True)
+class RawInput:
+    """One input of the artifact: name, ONNX element type, shape, and what it means."""
+
+    name: str
+    dtype: str  # "int64" | "float64" | "float32" | "string"
+    shape: tuple[str | int, ...]
+    description: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "shape": list(self.shape)}
+
+
+class RawTripModel(nn.Module):
+    """``RawFeatures`` -> model -> ``(duration_s, log_duration)``. ``context`` (TFT) is the standardized
+    hourly context ``(B, T, n_ctx)``; see :func:`raw_inputs` for its raw form in the artifact."""
+
+    ctx_mean: Tensor
+    ctx_std: Tensor
+
+    def __init__(
+        self,
+        features: RawFeatures,
+        model: nn.Module,
+        *,
+        y_mean: float,
+        y_std: float,
+        target_transform: str = "log1p",
+        takes_context: bool = False,
+        ctx_mean: Tensor | None = None,
+        ctx_std: Tensor | None = None,
+    ):
+        super().__init__()
+        self.features, self.model = features, model
+        self.y_mean, self.y_std = float(y_mean), float(y_std)
+        self.target_transform = target_transform
+        self.takes_context = takes_context
+        self.needs_context = takes_context or features.uses_context_flat
+        if self.needs_context and (ctx_mean is None or ctx_std is None):
+            raise ValueError("a model that reads the context needs the context's standardization statistics")
+        self.register_buffer("ctx_mean", ctx_mean if ctx_mean is not None else torch.zeros(0))
+        self.register_buffer("ctx_std", ctx_std if ctx_std is not None else torch.ones(0))
+
+    def standardize_context(self, context: Tensor) -> Tensor:
+        """Raw context ``(B, T, 4)`` [trips, mean log speed] x [city, region] -> model units (NaN -> 0)."""
+        count = torch.log1p(context[..., 0::2].clamp(min=0))
+        raw = torch.stack([count[..., 0], context[..., 1], count[..., 1], context[..., 3]], dim=-1)
+        z = (raw - self.ctx_mean) / self.ctx_std
+        return torch.where(torch.isfinite(z), z, torch.zeros_like(z)).float()
+
+    def forward(
+        self,
+        pickup_ts: Tensor,
+        pickup_lat: Tensor,
+        pickup_lon: Tensor,
+        dropoff_lat: Tensor,
+        dropoff_lon: Tensor,
+        numeric: Tensor,
+        codes: Tensor,
+        center: Tensor,
+        context: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        ctx = self.standardize_context(context) if (self.needs_context and context is not None) else None
+        x_num, x_cat = self.features(
+            pickup_ts, pickup_lat, pickup_lon, dropoff_lat, dropoff_lon, numeric, codes, center, ctx
+        )
+        z = self.model(x_num, x_cat, ctx) if self.takes_context else self.model(x_num, x_cat)
+        log_d = z.reshape(-1).float() * self.y_std + self.y_mean
+        dur = torch.expm1(log_d) if self.target_transform == "log1p" else log_d
+        return dur, log_d
+
+
+def raw_inputs(features: RawFeatures, context_hours: int | None = None) -> list[RawInput]:
+    """The artifact's inputs, in order."""
+    b = "batch"
+    out = [
+        RawInput(
+            "pickup_ts",
+            "int64",
+            (b,),
+            "pickup time, seconds since 1970-01-01T00:00 of the local wall-clock time (local time read as UTC)",
+        ),
+        RawInput("pickup_lat", "float64", (b,), "pickup latitude, degrees"),
+        RawInput("pickup_lon", "float64", (b,), "pickup longitude, degrees"),
+        RawInput("dropoff_lat", "float64", (b,), "dropoff latitude, degrees"),
+        RawInput("dropoff_lon", "float64", (b,), "dropoff longitude, degrees"),
+    ]
+    out += [RawInput(n, "float64", (b,), f"{n} (NaN = missing)") for n in features.numeric_inputs]
+    cats = list(dict.fromkeys([*features.string_inputs, "city"]))
+    for n in cats:
+        desc = f'{n} ("" or an unseen value = unknown)'
+        if n == "city":
+            desc = "city name (sets the local frame: " + ", ".join(features.cities) + "; others = unknown)"
+        out.append(RawInput(n, "string", (b,), desc))
+    if context_hours:
+        out.append(
+            RawInput(
+                "context",
+                "float32",
+                (b, context_hours, 4),
+                "hourly context, oldest hour first, ending with the hour before the pickup hour: "
+                "[trips completed in the city, their mean log1p(speed km/h), the same two for the pickup's "
+                "region]; NaN = unknown (see context.py)",
+            )
+        )
+    return out
+
+
+def _example_args(model: RawTripModel, n: int) -> tuple[Tensor, ...]:
+    f = model.features
+    g = torch.Generator().manual_seed(0)
+    args: list[Tensor] = [
+        torch.full((n,), 1_456_000_000, dtype=torch.long),
+        *[torch.randn(n, generator=g, dtype=torch.float64) for _ in COORDS],
+        torch.randn(n, len(f.numeric_inputs), generator=g, dtype=torch.float64),
+        torch.ones(n, len(f.string_inputs), dtype=torch.long),
+        torch.zeros(n, dtype=torch.long),
+    ]
+    if model.needs_context:
+        args.append(torch.randn(n, f.cfg.context_hours, 4, generator=g))
+    return tuple(args)
+
+
+def export_raw_graph(model: RawTripModel, spec: FeatureSpec, path: str | Path) -> onnx.ModelProto:
+    """Export ``model`` (eval mode) to an ONNX model taking raw fields (see the module docstring)."""
+    model = model.eval()
+    f = model.features
+    args = _example_args(model, 5)
+    names = ["pickup_ts", *COORDS, "__numeric", "__codes", "__center"]
+    if model.needs_context:
+        names.append("context")
+    batch = torch.export.Dim("batch", min=1)
+    shapes = tuple({0: batch} for _ in args)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        prog = torch.onnx.export(
+            model,
+            args,
+            dynamo=True,
+            input_names=names,
+            output_names=list(OUTPUTS),
+            dynamic_shapes=shapes,
+            opset_version=OPSET,
+            optimize=True,
+            verbose=False,
+        )
+    assert prog is not None
+    proto = prog.model_proto
+    _raw_field_inputs(proto, f, spec, context_hours=f.cfg.context_hours if model.needs_context else None)
+    onnx.checker.check_model(proto, full_check=True)
+    onnx.save(proto, str(path))
+    return proto
+
+
+def _raw_field_inputs(
+    proto: onnx.ModelProto, f: RawFeatures, spec: FeatureSpec, context_hours: int | None
+) -> None:
+    """Replace the packed inputs (``__numeric``, ``__codes``, ``__center``) by one input per raw field."""
+    g = proto.graph
+    b = "batch"
+    # the exporter's value_info (initializers included) goes stale once tools rewrite weights (the
+    # quantizer transposes Gemm weights); shapes are re-inferred on load
+    g.ClearField("value_info")
+    packed = {"__numeric", "__codes", "__center"}
+    kept = [i for i in g.input if i.name not in packed]
+    for i in kept:  # name the dynamic batch axis the same everywhere
+        i.type.tensor_type.shape.dim[0].dim_param = b
+    nodes: list[onnx.NodeProto] = []
+    new_inputs: list[onnx.ValueInfoProto] = []
+    axes = helper.make_tensor("__axes1", TensorProto.INT64, [1], [1])
+    g.initializer.append(axes)
+
+    def column(name: str, elem: int) -> str:
+        new_inputs.append(helper.make_tensor_value_info(name, elem, [b]))
+        nodes.append(helper.make_node("Unsqueeze", [name, "__axes1"], [f"{name}__col"]))
+        return f"{name}__col"
+
+    # numeric fields: (B,) float64 each -> (B, k)
+    cols = [column(n, TensorProto.DOUBLE) for n in f.numeric_inputs]
+    if cols:
+        nodes.append(helper.make_node("Concat", cols, ["__numeric"], axis=1))
+    else:
+        nodes += _empty_columns("__numeric", TensorProto.DOUBLE, "pickup_lat")
+    # string fields -> vocabulary index (LabelEncoder), (B, m) int64
+    strings = list(dict.fromkeys([*f.string_inputs, "city"]))
+    for n in strings:
+        new_inputs.append(helper.make_tensor_value_info(n, TensorProto.STRING, [b]))
+    idx_cols = []
+    for n in f.string_inputs:
+        feat = spec.categorical_feature(n)
+        nodes.append(_label_encoder(n, f"{n}__idx", [str(v) for v in feat.values], 1, 0))
+        nodes.append(helper.make_node("Unsqueeze", [f"{n}__idx", "__axes1"], [f"{n}__idxcol"]))
+        idx_cols.append(f"{n}__idxcol")
+    if idx_cols:
+        nodes.append(helper.make_node("Concat", idx_cols, ["__codes"], axis=1))
+    else:
+        nodes += _empty_columns("__codes", TensorProto.INT64, "pickup_lat")
+    nodes.append(_label_encoder("city", "__center", f.cities, 0, -1))
+
+    by_name = {i.name: i for i in [*kept, *new_inputs]}
+    wanted = ["pickup_ts", *COORDS, *f.numeric_inputs, *strings]
+    if context_hours:
+        wanted.append("context")
+    g.ClearField("input")
+    g.input.extend([by_name[n] for n in wanted])
+    old = list(g.node)
+    g.ClearField("node")
+    g.node.extend([*nodes, *old])
+    for o in g.output:
+        o.type.tensor_type.shape.dim[0].dim_param = b
+    if not any(op.domain == "ai.onnx.ml" for op in proto.opset_import):
+        proto.opset_import.append(helper.make_opsetid("ai.onnx.ml", ML_OPSET))
+
+
+def _label_encoder(src: str, dst: str, keys: list[str], first: int, default: int) -> onnx.NodeProto:
+    """String -> int64: ``keys[i]`` -> ``first + i``; anything else -> ``default``."""
+    return helper.make_node(
+        "LabelEncoder",
+        [src],
+        [dst],
+        domain="ai.onnx.ml",
+        keys_strings=keys or ["\x00never"],
+        values_int64s=list(range(first, first + len(keys))) or [default],
+        default_int64=default,
+    )
+
+
+def _empty_columns(dst: str, elem: int, like: str) -> list[onnx.NodeProto]:
+    """A ``(B, 0)`` tensor (no columns of this kind), ``B`` taken from input ``like``."""
+    return [
+        helper.make_node("Shape", [like], [f"{dst}__b"]),
+        helper.make_node("Constant", [], [f"{dst}__zero"], value_ints=[0]),
+        helper.make_node("Concat", [f"{dst}__b", f"{dst}__zero"], [f"{dst}__shape"], axis=0),
+        helper.make_node(
+            "ConstantOfShape", [f"{dst}__shape"], [dst], value=helper.make_tensor("v", elem, [1], [0])
+        ),
+    ]
+
+
+def input_feed(inputs: list[RawInput], columns: dict[str, Any]) -> dict[str, np.ndarray]:
+    """Numpy arrays of the right dtype for each input from column-like values (lists, arrays)."""
+    feed = {}
+    for i in inputs:
+        if i.name not in columns:
+            raise KeyError(f"missing input {i.name!r} ({i.description})")
+        v = np.asarray(columns[i.name])
+        feed[i.name] = v.astype(object) if i.dtype == "string" else v.astype(i.dtype)
+    return feed

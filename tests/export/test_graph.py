@@ -1,0 +1,133 @@
+"""The in-graph feature pipeline (:class:`RawFeatures`) against the polars pipeline it reproduces."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+from tabxfer.data.synthetic import generate
+from tabxfer.export.graph import RawFeatures, civil_from_days, fdiv
+from tabxfer.export.onnx_graph import RawTripModel, export_raw_graph, raw_inputs
+from tabxfer.features import pipeline
+from tabxfer.models.mlp import MLP
+
+
+@pytest.fixture(scope="module")
+def data():
+    """A spec fitted on 30 years of trips, applied to trips from 1970 to 2100 in a fitted city, an unseen
+    known city and with missing fields."""
+    train = pl.concat(
+        [
+            generate("nyc", 8000, seed=1, start="1999-12-01", end="2031-03-01"),
+            generate("riverton", 2000, seed=2),
+        ],
+        how="diagonal_relaxed",
+    )
+    spec = pipeline.fit(
+        train.lazy(), pipeline.FeatureConfig(extra_categorical=("store_and_fwd_flag",), min_count=5)
+    )
+    test = pl.concat(
+        [
+            generate("nyc", 3000, seed=3, start="1970-01-01", end="2100-12-31"),
+            generate("sprawlton", 300, seed=4),
+        ],
+        how="diagonal_relaxed",
+    )
+    # missing passenger counts and vendors, an unseen vendor
+    test = test.with_columns(
+        pl.when(pl.int_range(pl.len()) % 7 == 0)
+        .then(None)
+        .otherwise(pl.col("passenger_count"))
+        .alias("passenger_count"),
+        pl.when(pl.int_range(pl.len()) % 11 == 0)
+        .then(None)
+        .when(pl.int_range(pl.len()) % 13 == 0)
+        .then(pl.lit("new-vendor"))
+        .otherwise(pl.col("vendor"))
+        .alias("vendor"),
+    )
+    arr = pipeline.to_arrays(pipeline.transform(test.lazy(), spec).collect(), spec)
+    return spec, test, arr
+
+
+def torch_inputs(rf: RawFeatures, test: pl.DataFrame):
+    spec = rf.spec
+
+    def codes(name: str) -> list[int]:
+        return [spec.categorical_feature(name).index(v) for v in test[name].cast(pl.String).to_list()]
+
+    def f(c: str) -> torch.Tensor:
+        return torch.tensor(test[c].cast(pl.Float64).fill_null(float("nan")).to_numpy())
+
+    cod = torch.tensor(np.array([codes(n) for n in rf.string_inputs]).T)
+    cen = torch.tensor([rf.cities.index(c) if c in rf.cities else -1 for c in test["city"].to_list()])
+    ts = torch.tensor(test["pickup_time"].dt.epoch("s").to_numpy())
+    num = torch.stack([f(c) for c in rf.numeric_inputs], 1)
+    return ts, f("pickup_lat"), f("pickup_lon"), f("dropoff_lat"), f("dropoff_lon"), num, cod, cen
+
+
+def test_features_match_the_polars_pipeline(data):
+    spec, test, arr = data
+    rf = RawFeatures(spec)
+    x_num, x_cat = rf(*torch_inputs(rf, test))
+    np.testing.assert_allclose(x_num.numpy(), arr["x_num"], rtol=0, atol=1e-6)
+    assert (x_cat.numpy() == arr["x_cat"]).all(), {
+        n: int(k) for n, k in zip(spec.categorical_names, (x_cat.numpy() != arr["x_cat"]).sum(0), strict=True)
+    }
+    assert (x_cat[:, spec.categorical_names.index("holiday")] == 2).any()  # some holidays in 130 years
+
+
+def test_calendar_arithmetic():
+    days = torch.arange(-800, 60_000)  # 1967 .. 2134
+    y, m, o = civil_from_days(days)
+    for d, yy, mm, oo in zip(
+        days.tolist()[::97], y.tolist()[::97], m.tolist()[::97], o.tolist()[::97], strict=True
+    ):
+        date = dt.date(1970, 1, 1) + dt.timedelta(days=d)
+        assert (yy, mm, oo) == (date.year, date.month, date.timetuple().tm_yday)
+    ts = torch.tensor([1_456_790_399, -1, 4_102_444_799])  # 2016-02-29 23:59:59, 1969-12-31 23:59:59, 2099
+    assert fdiv(ts, 86400).tolist() == [16860, -1, 47481]
+
+
+def test_onnx_graph_on_raw_fields(data, tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    spec, test, arr = data
+    torch.manual_seed(0)
+    mlp = MLP(n_num=spec.n_numeric, cardinalities=spec.cardinalities, d_block=32, n_blocks=1).eval()
+    rt = RawTripModel(RawFeatures(spec), mlp, y_mean=spec.target.mean, y_std=spec.target.std)
+    export_raw_graph(rt, spec, tmp_path / "m.onnx")
+    sess = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    inputs = raw_inputs(rt.features)
+    assert [i.name for i in sess.get_inputs()] == [i.name for i in inputs]
+    assert all(i.shape[0] == "batch" for i in sess.get_inputs())
+    from tabxfer.export.artifact import raw_columns
+    from tabxfer.export.serve import feed
+
+    feeds = feed([i.to_dict() for i in inputs], raw_columns(test, inputs))
+    with torch.no_grad():
+        ref = mlp(torch.from_numpy(arr["x_num"]), torch.from_numpy(arr["x_cat"]).long()).squeeze(-1).numpy()
+    ref = ref * spec.target.std + spec.target.mean
+    for n in (1, 7, len(test)):
+        dur, log_d = sess.run(None, {k: v[:n] for k, v in feeds.items()})
+        assert np.abs(log_d - ref[:n]).max() <= 1e-4
+        np.testing.assert_allclose(dur, np.expm1(log_d), rtol=1e-5)
+
+
+def test_serve_refuses_a_provider_it_did_not_get(tmp_path, data):
+    ort = pytest.importorskip("onnxruntime")
+    from tabxfer.export import serve
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        pytest.skip("this onnxruntime has no CUDA provider at all")
+    spec, _, _ = data
+    mlp = MLP(n_num=spec.n_numeric, cardinalities=spec.cardinalities, d_block=8, n_blocks=1).eval()
+    export_raw_graph(RawTripModel(RawFeatures(spec), mlp, y_mean=0, y_std=1), spec, tmp_path / "m.onnx")
+    if torch.cuda.is_available():
+        assert serve.session(tmp_path / "m.onnx", "cuda").get_providers()[0] == "CUDAExecutionProvider"
+    else:  # onnxruntime-gpu lists CUDA here but would run on the CPU: no claim
+        with pytest.raises(RuntimeError, match="not claiming"):
+            serve.session(tmp_path / "m.onnx", "cuda")
