@@ -2,7 +2,7 @@
 PY ?= .venv/bin/python
 ARGS ?=
 
-.PHONY: help install test test-fast lint format typecheck data train bench bench-models study sweep export clean
+.PHONY: help install test test-fast lint format typecheck data train bench bench-models bench-inference study sweep export clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -40,7 +40,13 @@ bench-models:  ## every model on the real NYC rows (needs ../shared/data or TABX
 study:  ## the transfer study on the real data (ARGS: --models mlp,tabnet --sizes 1000,10000 ...)
 	$(PY) scripts/transfer_study.py --target nyc_kaggle --corpus mobility_real $(ARGS)
 
-sweep export:  ## arrive with issues 5-6 (ONNX artifact, Optuna sweeps)
+export:  ## ONNX artifact of a checkpoint (ARGS="outputs/<run>/checkpoints/best.ckpt --quantize all")
+	$(PY) -m tabxfer.cli export $(ARGS)
+
+bench-inference:  ## ONNX fp32/int8 vs torch eager, every model (needs ../shared/data or TABXFER_DATA_DIR)
+	$(PY) scripts/bench_inference.py $(ARGS)
+
+sweep:  ## arrives with issue 6 (Optuna sweeps)
 	@echo "'make $@' is not available yet: see README 'Status'" && exit 2
 
 clean:  ## remove caches and run logs (never data)

@@ -3,7 +3,8 @@ accuracy.
 
 * ``dynamic-int8``: weights of every ``MatMul``/``Gemm`` with a constant weight in int8, activations
   quantized on the fly (CPU).
-* ``static-int8``: QDQ int8, per-channel weights, activation ranges calibrated on training rows (CPU).
+* ``static-int8``: QDQ, uint8 activations calibrated on training rows (min/max), int8 per-channel
+  weights (CPU).
 * ``fp16``: every float32 tensor in float16 except inputs/outputs, normalizations, softmax and the
   post-processing after the last layer (GPU, CUDA provider).
 
@@ -133,9 +134,12 @@ def quantize(
                 _Calibration(calibration),
                 quant_format=QuantFormat.QDQ,
                 op_types_to_quantize=["MatMul", "Gemm"],
-                activation_type=QuantType.QInt8,
+                # uint8 activations x int8 weights with 7-bit weights: the x86 AVX2 fast path without
+                # its saturation; int8 x int8 lost 0.004 RMSLE on an MLP where this lost 0.0002
+                activation_type=QuantType.QUInt8,
                 weight_type=QuantType.QInt8,
                 per_channel=True,
+                reduce_range=True,
                 nodes_to_exclude=exclude,
                 calibrate_method=CalibrationMethod.MinMax,
                 extra_options={"MatMulConstBOnly": True, "ActivationSymmetric": False},

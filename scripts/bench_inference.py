@@ -1,0 +1,184 @@
+"""Inference benchmark of the ONNX artifacts against torch eager, per model, on this machine's CPU.
+
+For every model: train it briefly on the target data (or take ``--checkpoint``), export it with every
+quantization (``tabxfer export``: raw fields in, verified on held-out rows), then time
+
+* torch eager fp32: the trained network on features already computed (the polars pipeline's output), so
+  torch is *not* charged for feature computation;
+* ONNX fp32 / dynamic-int8 / static-int8 (onnxruntime, CPU provider): the whole graph from raw fields,
+  features included.
+
+Latency: batch 1, ``--latency-runs`` calls after a warm-up, p50 and p99. Throughput: batch 4096, rows/s of
+the median of ``--throughput-runs`` calls. Threads: ``--threads`` for torch and onnxruntime alike.
+
+    python scripts/bench_inference.py                        # every model on nyc_kaggle (synthetic if absent)
+    python scripts/bench_inference.py --models mlp,tabnet --train-rows 20000 --epochs 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from hydra import compose, initialize_config_dir
+
+from tabxfer.data.catalog import default_data_dir
+from tabxfer.export import serve
+from tabxfer.export.artifact import export_checkpoint, held_out, raw_columns
+from tabxfer.export.graph import RawFeatures
+from tabxfer.export.onnx_graph import raw_inputs
+from tabxfer.features import pipeline
+from tabxfer.features.spec import FeatureSpec
+from tabxfer.train import load, run
+
+ROOT = Path(__file__).resolve().parents[1]
+MODELS = ["mlp", "wide_deep", "tabnet", "tab_transformer", "ft_transformer", "tft"]
+EXTRA = {"tft": ["data.features.context=false"]}  # the exportable TFT: static inputs only
+ONNX_VARIANTS = ("none", "dynamic-int8", "static-int8")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", default=",".join(MODELS))
+    p.add_argument(
+        "--data", default=None, help="data config (default nyc_kaggle if its files exist, else synthetic)"
+    )
+    p.add_argument("--train-rows", type=int, default=20_000)
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--rows", type=int, default=20_000, help="held-out rows for the accuracy check")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--latency-runs", type=int, default=300)
+    p.add_argument("--throughput-runs", type=int, default=15)
+    p.add_argument("--out", default=str(ROOT / "bench_results" / "inference"))
+    p.add_argument("--checkpoint", action="append", default=[], metavar="MODEL=PATH", help="skip training")
+    return p.parse_args(argv)
+
+
+def train(model: str, data: str, args: argparse.Namespace, out: Path) -> str:
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        cfg = compose(
+            config_name="train",
+            overrides=[
+                f"data={data}",
+                f"model={model}",
+                f"paths.output_dir={out}",
+                "logger=none",
+                f"trainer.max_epochs={args.epochs}",
+                f"datamodule.train_limit={args.train_rows}",
+                *EXTRA.get(model, []),
+            ],
+        )
+    return str(run(cfg)["best_checkpoint"])
+
+
+def timings(fn: Any, runs: int, warmup: int = 20) -> np.ndarray:
+    for _ in range(warmup):
+        fn()
+    t = np.empty(runs)
+    for i in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        t[i] = time.perf_counter() - t0
+    return t
+
+
+def bench_model(model: str, ckpt: str, args: argparse.Namespace, out: Path) -> dict[str, Any]:
+    art = out / "artifacts" / model
+    rep = export_checkpoint(ckpt, art, quantize="dynamic-int8,static-int8", rows=args.rows)
+    module = load(ckpt).eval()
+    spec = FeatureSpec.from_dict(module.hparams["spec"])
+    rows = held_out(module.hparams["meta"]["config"], 4096, seed=1)
+    n = rows.height
+    arr = pipeline.to_arrays(pipeline.transform(rows.lazy(), spec).collect(), spec)
+    xn, xc = torch.from_numpy(arr["x_num"]), torch.from_numpy(arr["x_cat"]).long()
+    schema = raw_inputs(RawFeatures(spec))
+    feeds = serve.feed([i.to_dict() for i in schema], raw_columns(rows, schema))
+
+    res: dict[str, Any] = {
+        "model": model,
+        "checkpoint": ckpt,
+        "rows_timed": n,
+        "rmsle_torch": rep["rmsle_torch"],
+    }
+    with torch.inference_mode():
+        lat = timings(lambda: module(xn[:1], xc[:1]), args.latency_runs)
+        thr = timings(lambda: module(xn, xc), args.throughput_runs, warmup=3)
+    res["torch_eager_fp32"] = summary(lat, thr, n) | {"bytes": None, "rmsle_delta": 0.0}
+    for mode in ONNX_VARIANTS:
+        v = rep["variants"][mode]
+        sess = serve.session(art / v["file"], "cpu", threads=args.threads)
+        one = {k: a[:1] for k, a in feeds.items()}
+        lat = timings(lambda s=sess, f=one: s.run(["log_duration"], f), args.latency_runs)
+        thr = timings(lambda s=sess: s.run(["log_duration"], feeds), args.throughput_runs, warmup=3)
+        res[f"onnx_{mode}"] = summary(lat, thr, n) | {
+            "bytes": v["bytes"],
+            "rmsle_delta": v["rmsle_delta"],
+            "max_abs_diff_log": v["max_abs_diff_log"],
+        }
+    return res
+
+
+def summary(lat: np.ndarray, thr: np.ndarray, n: int) -> dict[str, float]:
+    return {
+        "p50_ms_b1": float(np.percentile(lat, 50) * 1e3),
+        "p99_ms_b1": float(np.percentile(lat, 99) * 1e3),
+        "rows_per_s_b4096": float(n / np.median(thr)),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    torch.set_num_threads(args.threads)
+    data = args.data or (
+        "nyc_kaggle" if (default_data_dir() / "nyc_taxi_trip_duration_kaggle").is_dir() else "synthetic"
+    )
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    given = dict(c.split("=", 1) for c in args.checkpoint)
+    results = []
+    for model in [m for m in args.models.split(",") if m]:
+        t0 = time.perf_counter()
+        ckpt = given.get(model) or train(model, data, args, out / "runs" / model)
+        results.append(bench_model(model, ckpt, args, out) | {"seconds": time.perf_counter() - t0})
+        print_table(results)
+        payload = {
+            "data": data,
+            "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "threads": args.threads},
+            "versions": {"torch": torch.__version__, "onnxruntime": serve.ort.__version__},
+            "args": vars(args),
+            "results": results,
+        }
+        tmp = out / "bench_inference.json.tmp"
+        tmp.write_text(json.dumps(payload, indent=1))
+        os.replace(tmp, out / "bench_inference.json")
+    print(f"wrote {out / 'bench_inference.json'}")
+    return 0
+
+
+def print_table(results: list[dict[str, Any]]) -> None:
+    cols = ["torch_eager_fp32", *[f"onnx_{m}" for m in ONNX_VARIANTS]]
+    print(
+        f"\n{'model':16} {'runtime':18} {'KiB':>7} {'RMSLE chg':>9} {'p50 ms':>7} {'p99 ms':>7} {'rows/s@4096':>12} {'x torch':>7}"
+    )
+    for r in results:
+        base = r["torch_eager_fp32"]["rows_per_s_b4096"]
+        for c in cols:
+            v = r[c]
+            kib = f"{v['bytes'] / 1024:.0f}" if v["bytes"] else "-"
+            print(
+                f"{r['model']:16} {c:18} {kib:>7} {v['rmsle_delta']:>+9.4f} {v['p50_ms_b1']:>7.3f} "
+                f"{v['p99_ms_b1']:>7.3f} {v['rows_per_s_b4096']:>12,.0f} {v['rows_per_s_b4096'] / base:>7.2f}"
+            )
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
