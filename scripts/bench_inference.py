@@ -95,7 +95,7 @@ def bench_model(model: str, ckpt: str, args: argparse.Namespace, out: Path) -> d
     rep = export_checkpoint(ckpt, art, quantize="dynamic-int8,static-int8", rows=args.rows)
     module = load(ckpt).eval()
     spec = FeatureSpec.from_dict(module.hparams["spec"])
-    rows = held_out(module.hparams["meta"]["config"], 4096, seed=1)
+    rows = held_out(module.hparams["meta"]["config"], {"test": 4096}, seed=1)["test"]
     n = rows.height
     arr = pipeline.to_arrays(pipeline.transform(rows.lazy(), spec).collect(), spec)
     xn, xc = torch.from_numpy(arr["x_num"]), torch.from_numpy(arr["x_cat"]).long()

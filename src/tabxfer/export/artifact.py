@@ -74,21 +74,27 @@ def raw_model(module: Any) -> tuple[RawTripModel, FeatureSpec]:
     return model.eval(), spec
 
 
-def held_out(config: Mapping[str, Any], n: int, *, split: str = "test", seed: int = 0) -> pl.DataFrame:
-    """Up to ``n`` canonical rows of ``split`` of the data a run was trained on (its resolved config)."""
+def held_out(config: Mapping[str, Any], rows: Mapping[str, int], *, seed: int = 0) -> dict[str, pl.DataFrame]:
+    """Up to ``rows[split]`` canonical rows of each named split of the data a run was trained on (its
+    resolved config); the sources are loaded once."""
     data = config["data"]
     frames = []
     for i, (name, node) in enumerate(data["sources"].items()):
         df, _ = hydra.utils.instantiate(dict(node)).load()
         frames.append(df.with_columns(pl.lit(i, pl.Int16).alias("__source_id")))
         log.info("loaded %s: %s rows", name, f"{df.height:,}")
-    df = pl.concat(frames, how="diagonal_relaxed") if len(frames) > 1 else frames[0]
-    df = assign_split(df, data.get("split")).filter(pl.col("split") == split)
-    if df.height == 0:
-        raise ValueError(
-            f"the {split!r} split of {data.get('name')} is empty: nothing to verify the export on"
-        )
-    return df.sample(min(n, df.height), seed=seed, shuffle=True) if df.height > n else df
+    df = assign_split(
+        pl.concat(frames, how="diagonal_relaxed") if len(frames) > 1 else frames[0], data.get("split")
+    )
+    out = {}
+    for k, (split, n) in enumerate(rows.items()):
+        part = df.filter(pl.col("split") == split)
+        if part.height == 0:
+            raise ValueError(
+                f"the {split!r} split of {data.get('name')} is empty: nothing to verify the export on"
+            )
+        out[split] = part.sample(n, seed=seed + k, shuffle=True) if part.height > n else part
+    return out
 
 
 def raw_columns(df: pl.DataFrame, inputs: Sequence[RawInput]) -> dict[str, np.ndarray]:
@@ -205,8 +211,8 @@ def export_checkpoint(
     if "config" not in meta:
         raise ValueError(f"{ckpt}: no training config in the checkpoint's meta; cannot find held-out rows")
     t0 = time.perf_counter()
-    test = held_out(meta["config"], rows, seed=seed)
-    train = held_out(meta["config"], calibration_rows, split="train", seed=seed + 1)
+    parts = held_out(meta["config"], {"test": rows, "train": calibration_rows}, seed=seed)
+    test, train = parts["test"], parts["train"]
     log_true = np.log1p(test["duration_s"].to_numpy().astype(np.float64))
     ref = torch_log_pred(module, spec, test)
     feeds = serve.feed([i.to_dict() for i in inputs], raw_columns(test, inputs))
@@ -291,11 +297,11 @@ def export_checkpoint(
                 },
                 description(inputs, mode),
             )
-        _write_text(tmp / "report.json", json.dumps(report, indent=1, default=str))
-        _write_text(tmp / "inputs.json", json.dumps([i.to_dict() for i in inputs], indent=1))
+        (tmp / "report.json").write_text(json.dumps(report, indent=1, default=str))
+        (tmp / "inputs.json").write_text(json.dumps([i.to_dict() for i in inputs], indent=1))
         _write_examples(tmp, test, inputs, ref)
         shutil.copyfile(serve.__file__, tmp / "serve.py")
-        _write_text(tmp / "model_card.md", model_card(module, spec, inputs, meta, report))
+        (tmp / "model_card.md").write_text(model_card(module, spec, inputs, meta, report))
         tmp.chmod(0o755)  # mkdtemp makes it private
         if out.exists():
             old = out.with_name(f".{out.name}.old")
@@ -309,10 +315,6 @@ def export_checkpoint(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return report
-
-
-def _write_text(path: Path, text: str) -> None:
-    path.write_text(text)
 
 
 def _write_examples(

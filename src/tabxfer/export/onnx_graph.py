@@ -14,7 +14,6 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import onnx
 import torch
 from onnx import TensorProto, helper
@@ -266,14 +265,3 @@ def _empty_columns(dst: str, elem: int, like: str) -> list[onnx.NodeProto]:
             "ConstantOfShape", [f"{dst}__shape"], [dst], value=helper.make_tensor("v", elem, [1], [0])
         ),
     ]
-
-
-def input_feed(inputs: list[RawInput], columns: dict[str, Any]) -> dict[str, np.ndarray]:
-    """Numpy arrays of the right dtype for each input from column-like values (lists, arrays)."""
-    feed = {}
-    for i in inputs:
-        if i.name not in columns:
-            raise KeyError(f"missing input {i.name!r} ({i.description})")
-        v = np.asarray(columns[i.name])
-        feed[i.name] = v.astype(object) if i.dtype == "string" else v.astype(i.dtype)
-    return feed
