@@ -1,0 +1,1 @@
+"""Evaluation shared by runs, artifacts and monitoring: slices and metrics by slice."""
