@@ -25,6 +25,7 @@ from typing import Any
 
 import hydra
 import numpy as np
+import optuna
 import pytorch_lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -33,8 +34,10 @@ from tabxfer.config import register_resolvers
 from tabxfer.features.cache import SplitArrays, TensorCache
 from tabxfer.models.baselines import TreeBaseline
 from tabxfer.prepare import dataset_cache
+from tabxfer.sweep import trial
 from tabxfer.training.data import CacheDataModule
 from tabxfer.training.module import MONITOR, Finetune, TabularRegressor
+from tabxfer.training.pruning import OptunaPruning
 from tabxfer.training.transfer import adapt, load_pretrained
 
 log = logging.getLogger(__name__)
@@ -143,8 +146,13 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     n_params = sum(p.numel() for p in module.model.parameters())
     log.info("model %s: %s parameters", mcfg["_target_"], f"{n_params:,}")
 
-    loggers = [hydra.utils.instantiate(c) for c in (cfg.get("logger") or {}).values()]
+    sweep_trial = trial.active()
+    loggers = make_loggers(cfg, sweep_trial)
     callbacks = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+    pruning = None
+    if sweep_trial is not None and sweep_trial.prune:
+        pruning = OptunaPruning(sweep_trial.trial, monitor=cfg.get("monitor", MONITOR))
+        callbacks.append(pruning)
     if not loggers:  # the learning-rate monitor has nowhere to write (Lightning refuses to start)
         callbacks = [c for c in callbacks if not isinstance(c, L.callbacks.LearningRateMonitor)]
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
@@ -154,11 +162,29 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         )
 
     t0 = time.perf_counter()
-    trainer.fit(module, datamodule=dm, ckpt_path=cfg.get("ckpt_path"))
+    try:
+        trainer.fit(module, datamodule=dm, ckpt_path=cfg.get("ckpt_path"))
+    except BaseException:
+        finish_wandb(1)
+        raise
     train_seconds = time.perf_counter() - t0
     fit_metrics = {
         k: float(v) for k, v in trainer.callback_metrics.items() if k.split("/")[0] in ("train", "val")
     }
+    if pruning is not None and pruning.pruned_at is not None:  # no test: the sweeper drops this trial
+        write_json(
+            out / "metrics.json",
+            {
+                "status": "pruned",
+                "pruned_at_epoch": pruning.pruned_at,
+                "reported": pruning.reported,
+                "metrics": fit_metrics,
+                "model": mcfg["_target_"],
+                "train_seconds": train_seconds,
+            },
+        )
+        finish_wandb(0)
+        raise optuna.TrialPruned(f"pruned at epoch {pruning.pruned_at} ({fit_metrics.get(MONITOR)})")
     best = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
     test = trainer.test(module, datamodule=dm, ckpt_path=best if best else None, verbose=False)
 
@@ -179,7 +205,30 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     }
     write_json(out / "metrics.json", result)
     log.info("metrics: %s", json.dumps(metrics))
+    finish_wandb(0)
     return result
+
+
+def make_loggers(cfg: DictConfig, sweep_trial: trial.ActiveTrial | None = None) -> list[Any]:
+    """The configured loggers. In a sweep, W&B runs are grouped by study and tagged with the trial."""
+    out = []
+    for node in (cfg.get("logger") or {}).values():
+        extra: dict[str, Any] = {}
+        if sweep_trial is not None and "Wandb" in str(node.get("_target_", "")):
+            n, study = sweep_trial.number, sweep_trial.study_name
+            tags = [*(node.get("tags") or []), f"trial-{n}", f"study-{study}"]
+            extra = {"group": study, "tags": tags, "name": f"{study}-trial-{n}", "job_type": "sweep-trial"}
+        out.append(hydra.utils.instantiate(node, **extra))
+    return out
+
+
+def finish_wandb(exit_code: int) -> None:
+    """Close this process's W&B run, if any, so that the next run of a multirun is a run of its own."""
+    import sys
+
+    wandb = sys.modules.get("wandb")  # never imported just to find out there is nothing to finish
+    if wandb is not None and getattr(wandb, "run", None) is not None:
+        wandb.finish(exit_code=exit_code)
 
 
 def rmsle(pred_log: np.ndarray, y: np.ndarray) -> float:
@@ -200,9 +249,10 @@ def run_baseline(cfg: DictConfig, cache: TensorCache, out: Path) -> dict[str, An
     metrics = {f"{s}/rmsle": rmsle(model.predict(a), np.asarray(a.y)) for s, a in splits.items()}
     metrics["val/rmsle_best"] = metrics["val/rmsle"]
     metrics["train/rmsle"] = rmsle(model.predict(train), np.asarray(train.y))
-    for lg in [hydra.utils.instantiate(c) for c in (cfg.get("logger") or {}).values()]:
+    for lg in make_loggers(cfg, trial.active()):
         lg.log_metrics(metrics)
         lg.finalize("success")
+    finish_wandb(0)
     model.save(str(out / "model.pkl"))
     result = {
         "metrics": metrics,
