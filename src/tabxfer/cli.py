@@ -8,6 +8,8 @@ repository root: ``train.py``, ``prepare_data.py``).
     tabxfer export CKPT [--quantize all|none,dynamic-int8,static-int8,fp16] [--out DIR]
                                                               a verified ONNX artifact (raw fields in)
     tabxfer predict ARTIFACT/model.onnx TRIPS.csv|.parquet OUT.csv|.parquet [--provider cpu|cuda]
+    tabxfer drift RUN|CKPT|ARTIFACT NEW_TRIPS [--out DIR] [--format auto|canonical|kaggle|tlc|...]
+                                                              drift report; exit 0 ok, 1 drift, 2 bad input
 """
 
 from __future__ import annotations
@@ -131,6 +133,59 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _drift(args: argparse.Namespace) -> int:
+    from tabxfer.data.schema import DataError
+    from tabxfer.monitor.drift import EXIT_BAD_INPUT, DriftConfig, run_drift
+    from tabxfer.monitor.reference import BadReference
+
+    try:
+        cfg = DriftConfig.load(
+            args.config,
+            rows=args.rows,
+            psi_warn=args.psi_warn,
+            psi_alert=args.psi_alert,
+            prediction_psi_alert=args.prediction_psi_alert,
+            target_psi_alert=args.target_psi_alert,
+            rmsle_increase_alert=args.rmsle_increase_alert,
+        )
+        result, out = run_drift(
+            args.reference,
+            args.new_data,
+            out=args.out,
+            fmt=args.format,
+            zone_table=args.zone_table,
+            cfg=cfg,
+            seed=args.seed,
+        )
+    except (DataError, BadReference) as e:  # input that cannot be used: say which and why, exit 2
+        print(f"tabxfer drift: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    ref, new = result["reference"], result["new_data"]
+    print(f"reference: {ref['kind']} {ref['path']} ({ref['rows']:,} training rows)")
+    drops = new["drops"]
+    print(
+        f"new data:  {new['path']} ({new['format']}): {drops['n_in']:,} rows read, "
+        f"{drops['n_in'] - drops['n_out']:,} dropped, {new['rows_compared']:,} compared"
+    )
+    print(f"{'feature':24} {'PSI':>8} {'KS':>7}  status")
+    for f in result["features"][:8]:
+        ks = f"{f['ks']:7.3f}" if f["ks"] is not None else f"{'-':>7}"
+        print(f"{f['feature']:24} {f['psi']:8.3f} {ks}  {f['status']}")
+    p = result["prediction"]
+    print(f"{'predictions':24} {p['psi']:8.3f} {p['ks']:7.3f}  {p['status']}")
+    if result["target"] is not None:
+        t = result["target"]
+        print(f"{'target duration_s':24} {t['psi']:8.3f} {t['ks']:7.3f}  {t['status']}")
+    r = result["rmsle"]
+    if r is not None and r["reference"] is not None:
+        print(f"RMSLE: reference {r['reference']:.4f}, new {r['new']:.4f} ({r['change']:+.4f})")
+    print(f"verdict: {result['verdict'].upper()} (exit {result['exit_code']})")
+    for a in result["alerts"]:
+        print(f"  alert: {a}")
+    print(f"report -> {out / 'drift_report.md'}")
+    return int(result["exit_code"])
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="tabxfer", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -175,6 +230,26 @@ def main(argv: list[str] | None = None) -> int:
         "--set", action="append", default=[], metavar="NAME=VALUE", help="a constant field for every row"
     )
     p.set_defaults(fn=_predict)
+    r = sub.add_parser(
+        "drift",
+        help="compare new trips with a model's training data; exit 1 past thresholds",
+        description="Per-feature PSI/KS, prediction shift and RMSLE by slice of NEW_DATA against the "
+        "data a model was trained on; writes drift_report.md, drift.json and PNG figures. Exit code: "
+        "0 within thresholds, 1 past an alert threshold, 2 bad input.",
+    )
+    r.add_argument("reference", help="a training run folder, a .ckpt, or a `tabxfer export` folder / .onnx")
+    r.add_argument("new_data", help="trips: a CSV/Parquet file, folder or glob")
+    r.add_argument("--out", help="report folder (default: drift/<time>/)")
+    r.add_argument("--format", default="auto", help="auto | canonical | kaggle | tlc | chicago | citibike")
+    r.add_argument(
+        "--zone-table", help="TLC zone centroids (default: $TABXFER_DATA_DIR/nyc_tlc_taxi_zones/...)"
+    )
+    r.add_argument("--config", help="thresholds YAML (default: configs/drift.yaml)")
+    r.add_argument("--rows", type=int, help="at most this many reference and new rows (default 50000)")
+    r.add_argument("--seed", type=int, default=0, help="row sampling seed")
+    for flag in ("psi-warn", "psi-alert", "prediction-psi-alert", "target-psi-alert", "rmsle-increase-alert"):
+        r.add_argument(f"--{flag}", type=float, help="override the config's threshold")
+    r.set_defaults(fn=_drift)
     args = ap.parse_args(argv)
     return int(args.fn(args))
 

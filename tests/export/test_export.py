@@ -139,3 +139,44 @@ def test_predict_cli_and_serve_script(artifacts, tmp_path):
     )
     assert out.returncode == 0, out.stderr
     assert (tmp_path / "p.csv").read_text().startswith("duration_s,log_duration")
+
+
+def test_drift_against_an_artifact_reads_its_profile_not_the_training_data(artifacts, tmp_path, monkeypatch):
+    """``reference_profile.json`` makes the artifact enough for ``tabxfer drift``; its predictions come from
+    the ONNX graph and agree with the checkpoint's."""
+    import shutil
+
+    from tabxfer.data.synthetic import generate
+    from tabxfer.monitor.drift import DriftConfig, run_drift
+    from tabxfer.monitor.profile import ReferenceProfile
+
+    art, rep = artifacts["mlp"]
+    profile = ReferenceProfile.from_dict(json.loads((art / "reference_profile.json").read_text()))
+    assert profile.rmsle == pytest.approx(rep["rmsle_torch"], abs=1e-9)  # the same held-out rows
+    assert profile.eval_rows == rep["rows_verified"] and profile.rows > 2000
+    assert {s["slice"] for s in profile.slices} >= {"hour", "distance_km", "district"}
+    new = tmp_path / "new.parquet"
+    generate("nyc", 2000, seed=9).write_parquet(new)
+    cfg = DriftConfig(top_plots=1)
+    ckpt_res, _ = run_drift(rep["checkpoint"], new, out=tmp_path / "ckpt", cfg=cfg)
+
+    def no_training_data(*a, **k):
+        raise AssertionError("drift against an artifact reloaded the training data")
+
+    with monkeypatch.context() as m:
+        m.setattr("tabxfer.export.artifact.held_out", no_training_data)
+        res, out = run_drift(art, new, out=tmp_path / "art", cfg=cfg)
+        with pytest.raises(AssertionError, match="reloaded the training data"):  # the guard is live
+            old = tmp_path / "old_artifact"
+            shutil.copytree(art, old)
+            (old / "reference_profile.json").unlink()
+            run_drift(old, new, out=tmp_path / "old", cfg=cfg)
+    assert res["reference"]["kind"] == "artifact" and res["exit_code"] == 0, res["alerts"]
+    assert (out / "drift_report.md").read_text().startswith("# Drift report")
+    for q, v in ckpt_res["prediction"]["quantiles_new"].items():  # graph vs torch on the same new rows
+        assert res["prediction"]["quantiles_new"][q] == pytest.approx(v, abs=FP32_TOL)
+    assert res["rmsle"]["new"] == pytest.approx(ckpt_res["rmsle"]["new"], abs=FP32_TOL)
+    # an artifact exported before profiles existed: its checkpoint's rows, found through report.json
+    fallback, _ = run_drift(old, new, out=tmp_path / "old", cfg=cfg)
+    assert fallback["reference"]["profile"].startswith("rebuilt from")
+    assert fallback["prediction"]["quantiles_new"] == res["prediction"]["quantiles_new"]

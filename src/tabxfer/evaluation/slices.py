@@ -8,7 +8,9 @@ A slice key is computed from the canonical columns alone (``pickup_time``, picku
 - ``weekday``: ``1-Mon`` .. ``7-Sun``
 - ``distance_km``: great-circle pickup -> dropoff, ``<1``, ``1-3``, ``3-10``, ``>=10``
 - ``district``: the pickup's borough (nearest taxi-zone centroid, NYC, when a zone table is given);
-  otherwise a 5 km square of the city-local grid around the city's centroid (``x+1 y-2``)
+  otherwise a 5 km square of the city-local grid around the city's centroid (``x+1 y-2``); pass
+  ``centers`` (e.g. a feature spec's ``city_centers``) when two frames are compared, so that a square
+  means the same place in both (each frame's own centroid moves with its data)
 - ``airport``: ``pickup``, ``dropoff``, ``both`` or ``none`` (within :data:`AIRPORT_RADIUS_KM` of an
   airport in :data:`AIRPORTS`)
 - ``city``, ``mode``
@@ -49,11 +51,26 @@ def _near(lat: pl.Expr, lon: pl.Expr) -> pl.Expr:
     return pl.any_horizontal(hits).fill_null(False)
 
 
-def _grid_district(df: pl.DataFrame) -> pl.Series:
-    """A 5 km square of each city's local grid, centered on the city's mean pickup."""
+def _grid_district(df: pl.DataFrame, centers: Mapping[str, tuple[float, float]] | None = None) -> pl.Series:
+    """A 5 km square of each city's local grid, centered on ``centers[city]`` or else the city's mean
+    pickup."""
     center = df.group_by("city").agg(
         pl.col("pickup_lat").mean().alias("_lat0"), pl.col("pickup_lon").mean().alias("_lon0")
     )
+    if centers:
+        fixed = pl.DataFrame(
+            {
+                "city": list(centers),
+                "_flat": [float(v[0]) for v in centers.values()],
+                "_flon": [float(v[1]) for v in centers.values()],
+            },
+            schema_overrides={"city": df.schema["city"]},
+        )
+        center = center.join(fixed, on="city", how="left").select(
+            "city",
+            pl.coalesce("_flat", "_lat0").alias("_lat0"),
+            pl.coalesce("_flon", "_lon0").alias("_lon0"),
+        )
     d = df.select("city", "pickup_lat", "pickup_lon").join(
         center, on="city", how="left", maintain_order="left"
     )
@@ -69,7 +86,9 @@ def _grid_district(df: pl.DataFrame) -> pl.Series:
     )["district"]
 
 
-def _borough(df: pl.DataFrame, zones: pl.DataFrame) -> pl.Series:
+def _borough(
+    df: pl.DataFrame, zones: pl.DataFrame, centers: Mapping[str, tuple[float, float]] | None = None
+) -> pl.Series:
     """Borough of the nearest zone centroid (NYC rows); other cities fall back to the grid district."""
     z_lat = zones["lat"].to_numpy()
     z_lon = zones["lon"].to_numpy()
@@ -82,13 +101,19 @@ def _borough(df: pl.DataFrame, zones: pl.DataFrame) -> pl.Series:
         dy = lat[s : s + 8192, None] - z_lat[None, :]
         dx = (lon[s : s + 8192, None] - z_lon[None, :]) * kx
         out[s : s + 8192] = names[np.argmin(dx * dx + dy * dy, axis=1)]
-    grid = _grid_district(df).to_numpy()
+    grid = _grid_district(df, centers).to_numpy()
     nyc = (df["city"].cast(pl.String) == "nyc").fill_null(False).to_numpy()
     return pl.Series("district", np.where(nyc, out, grid).tolist(), dtype=pl.String)
 
 
-def slice_keys(df: pl.DataFrame, *, zones: pl.DataFrame | None = None) -> pl.DataFrame:
-    """One column per slice (see the module doc) for canonical trips ``df``; same row order."""
+def slice_keys(
+    df: pl.DataFrame,
+    *,
+    zones: pl.DataFrame | None = None,
+    centers: Mapping[str, tuple[float, float]] | None = None,
+) -> pl.DataFrame:
+    """One column per slice (see the module doc) for canonical trips ``df``; same row order. ``centers``:
+    fixed origins of the district grid per city (default: each city's mean pickup in ``df``)."""
     c = [pl.col(n) for n in ("pickup_lat", "pickup_lon", "dropoff_lat", "dropoff_lon")]
     dist = df.select(haversine_km(*c).alias("d"))["d"]
     t = df["pickup_time"]
@@ -122,7 +147,7 @@ def slice_keys(df: pl.DataFrame, *, zones: pl.DataFrame | None = None) -> pl.Dat
             + (hour // 6 * 6 + 5).cast(pl.String).str.zfill(2),
             "weekday": t.dt.weekday().replace_strict(dict(enumerate(_WEEKDAYS, 1)), return_dtype=pl.String),
             "distance_km": dist.cut(DISTANCE_EDGES, labels=DISTANCE_LABELS).cast(pl.String).fill_null("?"),
-            "district": _borough(df, zones) if zones is not None else _grid_district(df),
+            "district": _borough(df, zones, centers) if zones is not None else _grid_district(df, centers),
             "airport": airport,
             **text,
         }
@@ -174,3 +199,42 @@ def markdown_table(
             line += f" {r['rmsle'] - ref:+.4f} |" if ref is not None else " new |"
         lines.append(line)
     return "\n".join(lines)
+
+
+def trips_from_cache(arrays: Any, spec: Any) -> pl.DataFrame:
+    """The canonical columns :func:`slice_keys` needs, rebuilt from a tensor-cache split alone: pickup time
+    from ``pickup_ts``, coordinates from the unscaled city-local frame (``pickup_x/y``, ``dropoff_x/y``
+    around the spec's city center), ``city`` and ``mode`` from their vocabularies. No source is reloaded,
+    so a training run can slice its own test split for free."""
+    num = {f.name: (i, f) for i, f in enumerate(spec.numeric)}
+    cat = {f.name: (i, f) for i, f in enumerate(spec.categorical)}
+    x_num = np.asarray(arrays.x_num, np.float64)
+    x_cat = np.asarray(arrays.x_cat)
+
+    def raw(name: str) -> np.ndarray:
+        i, f = num[name]
+        v = x_num[:, i] * f.std + f.mean
+        return np.expm1(v) if f.transform == "log1p" else v
+
+    def decode(name: str) -> list[str]:
+        if name not in cat:
+            return ["?"] * len(x_cat)
+        i, f = cat[name]
+        vocab = np.array(["?", *map(str, f.values)], dtype=object)
+        return vocab[x_cat[:, i]].tolist()
+
+    city = decode("city")
+    centers = dict(spec.city_centers)
+    fallback = next(iter(centers.values())) if centers else (0.0, 0.0)
+    lat0 = np.array([centers.get(c, fallback)[0] for c in city])
+    lon0 = np.array([centers.get(c, fallback)[1] for c in city])
+    kx = KM_PER_DEG_LAT * np.cos(np.radians(lat0))
+    cols: dict[str, Any] = {
+        "pickup_time": pl.from_epoch(pl.Series(np.asarray(arrays.pickup_ts, np.int64)), time_unit="s"),
+        "city": city,
+        "mode": decode("mode"),
+    }
+    for end in ("pickup", "dropoff"):
+        cols[f"{end}_lat"] = lat0 + raw(f"{end}_y") / KM_PER_DEG_LAT
+        cols[f"{end}_lon"] = lon0 + raw(f"{end}_x") / kx
+    return pl.DataFrame(cols)

@@ -10,6 +10,8 @@
         inputs.json                the input schema (also in each graph's metadata)
         example_input.csv          raw rows in the graph's input format; example_output.csv: fp32 outputs
         serve.py                   numpy + onnxruntime only: run the artifact on a CSV
+        reference_profile.json     the training rows' feature/prediction distributions and held-out RMSLE
+                                   by slice: what ``tabxfer drift`` compares new data with
 
 Verification runs on held-out rows of the checkpoint's own data (its test split, loaded again from the
 sources named in the checkpoint): the torch model on features computed by the polars pipeline against the
@@ -196,10 +198,12 @@ def export_checkpoint(
     quantize: Sequence[str] = ("none",),
     rows: int = 20_000,
     calibration_rows: int = 4096,
+    profile_rows: int = 20_000,
     seed: int = 0,
     provider: str = "cpu",
 ) -> dict[str, Any]:
-    """Export, quantize, verify and describe; returns the report (also ``report.json``)."""
+    """Export, quantize, verify and describe; returns the report (also ``report.json``).
+    ``profile_rows``: training rows the drift reference profile is computed on."""
     from tabxfer.train import load  # Lightning is imported only here
 
     ckpt = Path(checkpoint)
@@ -211,13 +215,19 @@ def export_checkpoint(
     if "config" not in meta:
         raise ValueError(f"{ckpt}: no training config in the checkpoint's meta; cannot find held-out rows")
     t0 = time.perf_counter()
-    parts = held_out(meta["config"], {"test": rows, "train": calibration_rows}, seed=seed)
+    parts = held_out(meta["config"], {"test": rows, "train": max(calibration_rows, profile_rows)}, seed=seed)
     test, train = parts["test"], parts["train"]
     log_true = np.log1p(test["duration_s"].to_numpy().astype(np.float64))
     ref = torch_log_pred(module, spec, test)
     feeds = serve.feed([i.to_dict() for i in inputs], raw_columns(test, inputs))
-    calib = serve.feed([i.to_dict() for i in inputs], raw_columns(train, inputs))
-    calib_feeds = [{k: v[s : s + 512] for k, v in calib.items()} for s in range(0, len(train), 512)]
+    calib = serve.feed([i.to_dict() for i in inputs], raw_columns(train.head(calibration_rows), inputs))
+    n_calib = min(calibration_rows, len(train))
+    calib_feeds = [{k: v[s : s + 512] for k, v in calib.items()} for s in range(0, n_calib, 512)]
+    from tabxfer.monitor.reference import model_info, profile_of_module  # drift's reference, same rows
+
+    profile = profile_of_module(
+        module, spec, train.head(profile_rows), test, test_log_pred=ref, info=model_info(module, ckpt)
+    )
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -301,6 +311,7 @@ def export_checkpoint(
         (tmp / "inputs.json").write_text(json.dumps([i.to_dict() for i in inputs], indent=1))
         _write_examples(tmp, test, inputs, ref)
         shutil.copyfile(serve.__file__, tmp / "serve.py")
+        (tmp / "reference_profile.json").write_text(profile.to_json())
         (tmp / "model_card.md").write_text(model_card(module, spec, inputs, meta, report))
         tmp.chmod(0o755)  # mkdtemp makes it private
         if out.exists():
