@@ -38,6 +38,7 @@ from tabxfer.sweep import trial
 from tabxfer.training.data import CacheDataModule
 from tabxfer.training.module import MONITOR, Finetune, TabularRegressor
 from tabxfer.training.pruning import OptunaPruning
+from tabxfer.training.report import run_report
 from tabxfer.training.transfer import adapt, load_pretrained
 
 log = logging.getLogger(__name__)
@@ -189,6 +190,25 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     test = trainer.test(module, datamodule=dm, ckpt_path=best if best else None, verbose=False)
 
     metrics = {**fit_metrics, **{k: float(v) for k, v in (test[0] if test else {}).items()}}
+    report: Any = cfg.get("report") or {}
+    onnx_dir = None
+    if report.get("export_onnx") and best:
+        from tabxfer.export.artifact import export_checkpoint
+
+        onnx_dir = str(out / "onnx")
+        export_checkpoint(best, onnx_dir, quantize=str(report.get("export_onnx")).split(","))
+    if report.get("enabled", False) and "test" in cache.splits:
+        run_report(
+            module,
+            cache,
+            out,
+            loggers,
+            max_rows=report.max_rows,
+            importance_rows=report.importance_rows,
+            checkpoint=best,
+            onnx_dir=onnx_dir,
+            metrics=metrics,
+        )
     result = {
         "metrics": metrics,
         "model": mcfg["_target_"],
@@ -200,7 +220,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "data_fingerprint": cache.fingerprint,
         MONITOR: metrics.get(MONITOR),
         "monitor": cfg.get("monitor", MONITOR),
-        "monitor_value": metrics.get(cfg.get("monitor", MONITOR)),
+        # the best epoch's value (the checkpoint that was tested), not the last epoch's: what sweeps rank
+        "monitor_value": metrics.get(
+            f"{cfg.get('monitor', MONITOR)}_best", metrics.get(cfg.get("monitor", MONITOR))
+        ),
         "rows_per_s": dm.n_train() * max(trainer.current_epoch, 1) / train_seconds,
     }
     write_json(out / "metrics.json", result)

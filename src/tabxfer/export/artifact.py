@@ -57,7 +57,8 @@ PARITY_BATCHES = (1, 7, 4096)
 def raw_model(module: Any) -> tuple[RawTripModel, FeatureSpec]:
     """The exportable ``RawTripModel`` of a trained :class:`~tabxfer.training.module.TabularRegressor`."""
     spec = FeatureSpec.from_dict(module.hparams["spec"])
-    if module.takes_context and getattr(module.model, "n_ctx", 0):
+    n_ctx = getattr(module.model, "n_ctx", 0) or getattr(getattr(module.model, "embed", None), "n_ctx", 0)
+    if module.takes_context and n_ctx:
         raise NotImplementedError(
             "exporting a model that reads the context sequence (TFT with data.features.context=true) "
             "needs the context's statistics in the spec; train TFT with data.features.context=false to export"
