@@ -47,6 +47,7 @@ from tabxfer.export.onnx_graph import RawInput, RawTripModel, export_raw_graph, 
 from tabxfer.features import pipeline
 from tabxfer.features.spec import FeatureSpec
 from tabxfer.features.splits import assign_split
+from tabxfer.io import publish_dir
 
 log = logging.getLogger(__name__)
 FP32_TOL = 1e-4  # max abs difference on log-duration, graph vs torch
@@ -314,15 +315,7 @@ def export_checkpoint(
         shutil.copyfile(serve.__file__, tmp / "serve.py")
         (tmp / "reference_profile.json").write_text(profile.to_json())
         (tmp / "model_card.md").write_text(model_card(module, spec, inputs, meta, report))
-        tmp.chmod(0o755)  # mkdtemp makes it private
-        if out.exists():
-            old = out.with_name(f".{out.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
+        publish_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

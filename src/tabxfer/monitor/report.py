@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from tabxfer.evaluation.slices import markdown_table
+from tabxfer.io import publish_dir
 from tabxfer.monitor.profile import CategoricalProfile, NumericProfile, ReferenceProfile
 
 if TYPE_CHECKING:
@@ -322,14 +322,7 @@ def write_report(out: Path, cmp: Comparison, profile: ReferenceProfile, cfg: Dri
         plot_predictions(cmp, profile, tmp / "predictions.png")
         (tmp / "drift.json").write_text(json.dumps(_finite(cmp.result), indent=1, default=_json_default))
         (tmp / "drift_report.md").write_text(markdown(cmp.result))
-        tmp.chmod(0o755)  # mkdtemp makes it private
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
-            os.replace(out, old / out.name)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
+        publish_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -173,10 +173,3 @@ def best_experiment(
     if isinstance(tags, list):
         tags.append(f"best-of-{study_name}")
     return "\n".join(lines) + "\n" + yaml.safe_dump(body, sort_keys=False)
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)

@@ -40,6 +40,7 @@ from omegaconf import DictConfig
 from optuna.distributions import BaseDistribution
 from optuna.trial import TrialState
 
+from tabxfer.io import write_text_atomic
 from tabxfer.sweep import study as st
 from tabxfer.sweep.space import as_override, parse_space
 from tabxfer.sweep.trial import activate
@@ -239,7 +240,7 @@ class OptunaSweeper(Sweeper):
                     [Path(self.export_best)] if self.export_best else []
                 )
                 for path in targets:
-                    st.write_text_atomic(path, text)
+                    write_text_atomic(path, text)
                 summary["best_config"] = [str(p) for p in targets]
         log.info("sweep %r worker %d done in %.0f s: %s", self.study_name, self.worker, seconds, summary)
         return summary

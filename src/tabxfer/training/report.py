@@ -29,15 +29,10 @@ import numpy as np
 from tabxfer.evaluation import explain
 from tabxfer.evaluation.slices import markdown_table, rmsle_by_slice, slice_keys, trips_from_cache
 from tabxfer.features.cache import TensorCache
+from tabxfer.io import write_text_atomic
 
 log = logging.getLogger(__name__)
 SLICE_BY = ("hour", "weekday", "distance_km", "district", "airport", "city", "mode")
-
-
-def _write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _figures(
@@ -145,9 +140,9 @@ def run_report(
         extra["tft_positions"], extra["tft_channels"] = interp.get("positions"), interp.get("channels")
 
     figs = _figures(out, log_pred, log_true, importance, extra)
-    _write(out / "slices.json", json.dumps(slices, indent=1))
-    _write(out / "slices.md", markdown_table(slices) + "\n")
-    _write(
+    write_text_atomic(out / "slices.json", json.dumps(slices, indent=1))
+    write_text_atomic(out / "slices.md", markdown_table(slices) + "\n")
+    write_text_atomic(
         out / "importance.json",
         json.dumps(
             {"method": method, "importance": importance, **{k: v for k, v in extra.items() if k != "method"}},
