@@ -2,7 +2,7 @@
 PY ?= .venv/bin/python
 ARGS ?=
 
-.PHONY: help install test test-fast lint format typecheck data train bench bench-models bench-inference study sweep export clean
+.PHONY: help install test test-fast lint format typecheck data train bench bench-models bench-inference study sweep drift export clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -46,8 +46,11 @@ export:  ## ONNX artifact of a checkpoint (ARGS="outputs/<run>/checkpoints/best.
 bench-inference:  ## ONNX fp32/int8 vs torch eager, every model (needs ../shared/data or TABXFER_DATA_DIR)
 	$(PY) scripts/bench_inference.py $(ARGS)
 
-sweep:  ## arrives with issue 6 (Optuna sweeps)
-	@echo "'make $@' is not available yet: see README 'Status'" && exit 2
+sweep:  ## an Optuna sweep (ARGS="hparams_search=tabnet hydra.sweeper.n_workers=2"); rerun to resume
+	$(PY) train.py -m $(if $(findstring hparams_search=,$(ARGS)),,hparams_search=mlp) $(ARGS)
+
+drift:  ## drift report (ARGS="logs/train/runs/<run> new_trips.parquet")
+	$(PY) -m tabxfer.cli drift $(ARGS)
 
 clean:  ## remove caches and run logs (never data)
 	rm -rf .cache logs outputs multirun .pytest_cache .mypy_cache .ruff_cache
