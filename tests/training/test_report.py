@@ -37,7 +37,11 @@ def test_slice_keys_from_the_cache_equal_those_of_the_trips():
 def test_run_writes_and_logs_its_report(tmp_path, monkeypatch):
     from tabxfer.train import run
 
+    import wandb
+
+    wandb.teardown()  # wandb keeps process-wide settings (its dir) from earlier tests' runs
     monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "run"))
     monkeypatch.setenv("TABXFER_CACHE_DIR", str(tmp_path / "cache"))
     with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
         cfg = compose(
