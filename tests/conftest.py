@@ -8,7 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from tabxfer.config import register_resolvers
+
 REPO = Path(__file__).resolve().parents[1]
+register_resolvers()  # tests compose configs/train.yaml without importing tabxfer.train (which registers them)
 
 
 def shared_data_dir() -> Path:

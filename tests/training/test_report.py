@@ -35,9 +35,9 @@ def test_slice_keys_from_the_cache_equal_those_of_the_trips():
 
 @pytest.mark.slow
 def test_run_writes_and_logs_its_report(tmp_path, monkeypatch):
-    from tabxfer.train import run
-
     import wandb
+
+    from tabxfer.train import run
 
     wandb.teardown()  # wandb keeps process-wide settings (its dir) from earlier tests' runs
     monkeypatch.setenv("WANDB_MODE", "offline")
