@@ -49,3 +49,27 @@ def write_table(tmp_path: Path, name: str, header: list[str], rows: list[list[st
     pl.read_csv(csv_path, infer_schema_length=None).write_parquet(pq_path)
     csv_path.unlink()
     return pq_path
+
+
+def tiny_run_config(root: Path, name: str, *overrides: str, n_trips: int = 2000):
+    """The composed ``configs/train.yaml`` of a 1-epoch run on ``n_trips`` synthetic trips, writing into
+    ``root/name`` (cache in ``root/cache``, no logger); ``overrides`` pick the model and its size."""
+    from hydra import compose, initialize_config_dir
+
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    with initialize_config_dir(config_dir=str(configs), version_base="1.3"):
+        return compose(
+            config_name="train",
+            overrides=[
+                f"paths.output_dir={root / name}",
+                f"paths.cache_dir={root / 'cache'}",
+                f"paths.log_dir={root / 'logs'}",
+                "logger=none",
+                "trainer.max_epochs=1",
+                "+trainer.enable_progress_bar=false",
+                "datamodule.batch_size=256",
+                "data=synthetic",
+                f"data.sources.nyc.n={n_trips}",
+                *overrides,
+            ],
+        )

@@ -228,8 +228,7 @@ def test_sweep_notebook_on_a_journal_with_one_completed_trial(tmp_path, monkeypa
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> dict[str, Path]:
     """Tiny TabNet and TFT runs (1 epoch) on 3,000 synthetic trips; TFT reads the 24 h context."""
-    from hydra import compose, initialize_config_dir
-
+    from factories import tiny_run_config
     from tabxfer.train import run
 
     root = tmp_path_factory.mktemp("runs")
@@ -239,23 +238,7 @@ def runs(tmp_path_factory) -> dict[str, Path]:
     }
     out = {}
     for model, more in tiny.items():
-        with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-            cfg = compose(
-                config_name="train",
-                overrides=[
-                    f"paths.output_dir={root / model}",
-                    f"paths.cache_dir={root / 'cache'}",
-                    f"paths.log_dir={root / 'logs'}",
-                    "logger=none",
-                    "trainer.max_epochs=1",
-                    "+trainer.enable_progress_bar=false",
-                    "datamodule.batch_size=256",
-                    "data=synthetic",
-                    "data.sources.nyc.n=3000",
-                    f"model={model}",
-                    *more,
-                ],
-            )
+        cfg = tiny_run_config(root, model, f"model={model}", *more, n_trips=3000)
         run(cfg)
         out[model] = root / model
     return out

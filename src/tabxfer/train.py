@@ -31,6 +31,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from tabxfer.config import register_resolvers
+from tabxfer.evaluation.metrics import rmsle
 from tabxfer.features.cache import SplitArrays, TensorCache
 from tabxfer.models.baselines import TreeBaseline
 from tabxfer.prepare import dataset_cache
@@ -252,11 +253,6 @@ def finish_wandb(exit_code: int) -> None:
     wandb = sys.modules.get("wandb")  # never imported just to find out there is nothing to finish
     if wandb is not None and getattr(wandb, "run", None) is not None:
         wandb.finish(exit_code=exit_code)
-
-
-def rmsle(pred_log: np.ndarray, y: np.ndarray) -> float:
-    """RMSLE in seconds space from log1p predictions (clipped at 0: durations are not negative)."""
-    return float(np.sqrt(np.mean((np.maximum(pred_log, 0.0) - y) ** 2)))
 
 
 def run_baseline(cfg: DictConfig, cache: TensorCache, out: Path) -> dict[str, Any]:

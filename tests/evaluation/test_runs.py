@@ -10,14 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from factories import tiny_run_config
 from tabxfer.evaluation import explain
 from tabxfer.evaluation.runs import aligned_rows, load_run, run_cache, saved_config, split_rows
 from tabxfer.train import run as train_run
-
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -32,24 +30,7 @@ def one_thread():
 def mlp_run(tmp_path_factory) -> Path:
     """One tiny MLP run on 2,000 synthetic trips; its Hydra config saved as ``train.py`` saves it."""
     root = tmp_path_factory.mktemp("runs")
-    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-        cfg = compose(
-            config_name="train",
-            overrides=[
-                f"paths.output_dir={root / 'mlp'}",
-                f"paths.cache_dir={root / 'cache'}",
-                f"paths.log_dir={root / 'logs'}",
-                "logger=none",
-                "trainer.max_epochs=1",
-                "+trainer.enable_progress_bar=false",
-                "datamodule.batch_size=256",
-                "data=synthetic",
-                "data.sources.nyc.n=2000",
-                "model=mlp",
-                "model.d_block=16",
-                "model.n_blocks=1",
-            ],
-        )
+    cfg = tiny_run_config(root, "mlp", "model=mlp", "model.d_block=16", "model.n_blocks=1")
     train_run(cfg)
     (root / "mlp" / ".hydra").mkdir()
     OmegaConf.save(cfg, root / "mlp" / ".hydra" / "config.yaml")

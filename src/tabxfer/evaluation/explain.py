@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from tabxfer.evaluation.metrics import rmsle
 from tabxfer.features.cache import TensorCache
 from tabxfer.features.context import CHANNELS as CONTEXT_CHANNELS
 from tabxfer.features.spec import FeatureSpec
@@ -187,15 +188,6 @@ def predict_log(
                 args.append(ctx[s].to(dev))
             out.append(module(*args).float().cpu().numpy())  # (b,)
     return np.concatenate(out).astype(np.float64)
-
-
-def rmsle(log_pred: np.ndarray, log_true: np.ndarray | Tensor) -> float:
-    """RMSLE from log1p predictions and labels (predictions clipped at 0, unlabeled rows skipped), as
-    training reports it."""
-    y = _numpy(log_true).astype(np.float64)
-    keep = np.isfinite(y)
-    err = np.maximum(np.asarray(log_pred, np.float64)[keep], 0.0) - y[keep]
-    return float(np.sqrt(np.mean(err**2)))
 
 
 # --- TabNet --------------------------------------------------------------------------------------------

@@ -40,6 +40,7 @@ import torch
 
 import tabxfer
 from tabxfer.data.geo import haversine_km
+from tabxfer.evaluation.metrics import rmsle
 from tabxfer.export import quantize as q
 from tabxfer.export import serve
 from tabxfer.export.graph import RawFeatures
@@ -126,10 +127,6 @@ def torch_log_pred(module: Any, spec: FeatureSpec, df: pl.DataFrame, batch: int 
             xc = torch.from_numpy(arr["x_cat"][s : s + batch]).long()
             out.append(module.eval()(xn, xc).numpy())
     return np.concatenate(out).astype(np.float64)
-
-
-def rmsle(log_pred: np.ndarray, log_true: np.ndarray) -> float:
-    return float(np.sqrt(np.mean((np.asarray(log_pred, np.float64) - log_true) ** 2)))
 
 
 def slices(df: pl.DataFrame, log_pred: np.ndarray, log_true: np.ndarray) -> list[dict[str, Any]]:

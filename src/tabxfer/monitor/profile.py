@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from tabxfer.evaluation.metrics import rmsle
 from tabxfer.evaluation.slices import rmsle_by_slice, slice_keys
 from tabxfer.features import pipeline
 from tabxfer.features.spec import FeatureSpec
@@ -165,11 +166,6 @@ def feature_frame(spec: FeatureSpec, df: pl.DataFrame) -> pl.DataFrame:
 def log_target(df: pl.DataFrame) -> np.ndarray:
     """``log1p(duration_s)`` (NaN where unknown)."""
     return np.log1p(df["duration_s"].cast(pl.Float64).fill_null(float("nan")).to_numpy())
-
-
-def rmsle(log_pred: np.ndarray, log_true: np.ndarray) -> float:
-    """RMSLE as training reports it: predictions clipped at 0 (durations are not negative)."""
-    return float(np.sqrt(np.mean((np.maximum(log_pred, 0.0) - log_true) ** 2)))
 
 
 def slice_rmsle(
