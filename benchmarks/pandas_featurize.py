@@ -71,6 +71,7 @@ def canonical(raw: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
             ("unparseable:pickup_time", unparseable(df["pickup_time"], "pickup_datetime")),
             *[(f"unparseable:{c}", unparseable(num[c], c)) for c in num],
             ("missing_pickup_time", df["pickup_time"].isna().to_numpy()),
+            ("pickup_time_out_of_range", ~df["pickup_time"].dt.year.between(2000, 2099).to_numpy()),
             ("missing_coordinates", ~np.isfinite(coords).all(axis=1)),
             ("zero_coordinates", ((np.abs(lat[:, 0]) < 1e-6) & (np.abs(lon[:, 0]) < 1e-6))
              | ((np.abs(lat[:, 1]) < 1e-6) & (np.abs(lon[:, 1]) < 1e-6))),

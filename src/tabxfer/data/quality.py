@@ -33,6 +33,10 @@ class Validation:
         max_passengers: largest passenger count kept (0 is kept: the real data has it).
         check_bounds: drop trips whose coordinates fall outside the city's metro box.
         dedupe: drop repeated rows (every column equal) and repeated source ids.
+        min_year / max_year: pickups outside these calendar years are recording errors
+            (``pickup_time_out_of_range``): no trip record predates 2009, 1899/1900/1970 are the zero dates
+            of spreadsheets and Unix time, the calendar features are defined up to 2099, and the hourly
+            context tables span every hour from a city's first pickup to its last.
     """
 
     min_duration_s: float = 1.0
@@ -41,10 +45,14 @@ class Validation:
     max_passengers: int = 9
     check_bounds: bool = True
     dedupe: bool = True
+    min_year: int = 2000
+    max_year: int = 2099
 
     def __post_init__(self) -> None:
         if not 0 <= self.min_duration_s < self.max_duration_s:
             raise ValueError(f"need 0 <= {self.min_duration_s=} < {self.max_duration_s=}")
+        if not 1 <= self.min_year <= self.max_year <= 9999:
+            raise ValueError(f"need 1 <= {self.min_year=} <= {self.max_year=} <= 9999")
         if self.max_speed_kmh is not None and self.max_speed_kmh <= 0:
             raise ValueError(f"{self.max_speed_kmh=} must be positive")
 
@@ -76,6 +84,10 @@ class Validation:
 
         rules: list[tuple[pl.Expr, str]] = [
             (pl.col("pickup_time").is_null(), "missing_pickup_time"),
+            (
+                ~pl.col("pickup_time").dt.year().is_between(self.min_year, self.max_year),
+                "pickup_time_out_of_range",
+            ),
             (missing_coords, "missing_coordinates"),
             (null_island, "zero_coordinates"),
         ]

@@ -101,6 +101,26 @@ def build_cache(
     return cache
 
 
+def check_splits(df: pl.DataFrame, split: SplitConfig) -> None:
+    """Raise if a split the config asks for came out empty (train always; val and test unless their
+    fraction is 0): training selects on val and reports test, and fits every statistic on train."""
+    sizes = dict.fromkeys(SPLITS, 0) | {
+        str(s): n for s, n in df.group_by("split").len().iter_rows() if s is not None
+    }
+    wanted = {"train": True, "val": split.val > 0, "test": split.test > 0}
+    for name in (s for s in SPLITS if wanted[s] and sizes[s] == 0):
+        if split.kind == "column":
+            how, fix = f"column {split.column!r} holds no {name!r} value", f"label some rows {name!r}"
+        else:
+            how = f"{split.kind} split with val={split.val}, test={split.test}"
+            fix = "use more rows or smaller val/test fractions"
+        if name != "train":
+            fix += f", or set {name}=0 to build without a {name} split"
+        raise DataError(
+            f"split {name!r} is empty: 0 of {df.height:,} rows ({how}; rows per split: {sizes}); {fix}"
+        )
+
+
 def featurize(
     sources: Mapping[str, Source],
     features: pipeline.FeatureConfig,
@@ -119,8 +139,13 @@ def featurize(
         reports[src_name] = rep.to_dict()
     df = pl.concat(frames, how="diagonal_relaxed") if len(frames) > 1 else frames[0]
     if df.height == 0:
-        raise DataError(f"every row of every source was dropped: {reports}")
+        summaries = "; ".join(
+            f"{name} ({', '.join(rep['files']) or 'no files'}): {DropReport.from_dict(rep).summary()}"
+            for name, rep in reports.items()
+        )
+        raise DataError(f"no rows to featurize: every source came out empty: {summaries}")
     df = assign_split(df, split)
+    check_splits(df, split)
     is_train = df["split"] == "train"
     # raw features once for every row; statistics from the training rows only
     centers = pipeline.fit_centers(df.lazy().filter(is_train))

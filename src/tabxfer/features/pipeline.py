@@ -396,7 +396,9 @@ def _known_centers(spec: FeatureSpec, cities: Sequence[str]) -> dict[str, tuple[
 
 def transform(lf: pl.LazyFrame, spec: FeatureSpec) -> pl.LazyFrame:
     """Apply a fitted spec to trips (canonical schema): numeric columns standardized (Float32, missing
-    -> 0), categorical columns as vocabulary indices (Int32, unknown/missing -> 0), ``y``, ``pickup_ts``."""
+    or non-finite -> 0), categorical columns as vocabulary indices (Int32, unknown/missing -> 0: a value
+    not seen when fitting, e.g. a new vendor, is not counted here; :mod:`tabxfer.monitor` counts them),
+    ``y``, ``pickup_ts``. A city not seen when fitting gets its known center, or a DataError."""
     cfg = FeatureConfig.of(spec.config)
     cities = lf.select(pl.col("city").unique()).collect()["city"].to_list()
     return scale(raw_features(lf, cfg, _known_centers(spec, cities)), spec)
@@ -408,7 +410,8 @@ def scale(raw: pl.LazyFrame, spec: FeatureSpec) -> pl.LazyFrame:
     for f in spec.numeric:
         c = pl.col(f.name)
         c = c.clip(lower_bound=0).log1p() if f.transform == "log1p" else c
-        z = ((c - f.mean) / f.std).fill_nan(None).fill_null(0.0)
+        z = (c - f.mean) / f.std
+        z = pl.when(z.is_finite()).then(z).otherwise(0.0)  # NaN, +-inf, null: missing (as the ONNX graph)
         num.append(z.cast(pl.Float32).alias(f.name))
     cat = [
         pl.col(f.name)

@@ -16,6 +16,7 @@ import dataclasses
 import glob
 import gzip
 import os
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
@@ -32,6 +33,15 @@ TABLE_SUFFIXES = (".csv", ".csv.gz", ".parquet", ".pq")
 # A column whose values fail to parse in more than this share of a file's rows is a wrong column (a
 # mislabeled header, a different unit or format), not a few bad rows: loading stops with an error.
 MAX_BAD_FRACTION = 0.5
+# What a read of a malformed file raises; a corrupt Parquet page can make polars panic (PanicException,
+# a BaseException): each is turned into a DataError naming the file (TripSource._explain).
+READ_ERRORS: tuple[type[BaseException], ...] = (
+    pl.exceptions.ComputeError,
+    pl.exceptions.InvalidOperationError,
+    pl.exceptions.PanicException,
+)
+_DUPLICATED = re.compile(r"(.+)_duplicated_\d+")  # polars' name for a repeated CSV header name
+EMPTY_ROW = "empty_row"  # a row without any value (a blank CSV line): dropped before any other rule
 
 
 def resolve_paths(paths: PathLike | Sequence[PathLike]) -> list[Path]:
@@ -64,6 +74,8 @@ def scan_table(path: Path) -> pl.LazyFrame:
     if name.endswith((".parquet", ".pq")):
         try:
             pl.read_parquet_schema(path)
+        except pl.exceptions.DuplicateError as e:
+            raise DataError(f"the file repeats a column name: {e}", file=str(path)) from e
         except Exception as e:  # polars raises several types for a corrupt footer
             raise DataError(
                 f"not a readable Parquet file (truncated or corrupt?): {e}", file=str(path)
@@ -72,21 +84,67 @@ def scan_table(path: Path) -> pl.LazyFrame:
     if name.endswith((".csv", ".csv.gz")):
         if path.stat().st_size == 0:
             raise DataError("file is empty (expected a CSV header line)", file=str(path))
+        _check_line_ends(path)
         if name.endswith(".gz"):  # polars cannot scan compressed CSV lazily: read it (stated in the docs)
             try:
-                return pl.read_csv(path, infer_schema=False).lazy()
+                lf = pl.read_csv(path, infer_schema=False).lazy()
             except (pl.exceptions.ComputeError, OSError, EOFError) as e:
-                raise DataError(f"cannot read gzip CSV: {e}", file=str(path)) from e
-        try:
-            lf = pl.scan_csv(path, infer_schema=False)
-            lf.collect_schema()
-        except pl.exceptions.NoDataError as e:
-            raise DataError("file is empty (expected a CSV header line)", file=str(path)) from e
-        # Polars checks a line's field count only when a query reads every column: a loader reads a
-        # subset, and a line with extra fields would be cut silently. This always-true filter reads every
-        # column, so such a line fails the query and TripSource._explain names it.
-        return lf.filter(pl.all_horizontal(pl.all().is_null() | pl.all().is_not_null()))
+                raise (not_utf8(path) or DataError(f"cannot read gzip CSV: {e}", file=str(path))) from e
+        else:
+            try:
+                lf = pl.scan_csv(path, infer_schema=False)
+                lf.collect_schema()
+            except pl.exceptions.NoDataError as e:
+                raise DataError("file is empty (expected a CSV header line)", file=str(path)) from e
+            # Polars checks a line's field count only when a query reads every column: a loader reads a
+            # subset, and a line with extra fields would be cut silently. This always-true filter reads
+            # every column, so such a line fails the query and TripSource._explain names it.
+            lf = lf.filter(pl.all_horizontal(pl.all().is_null() | pl.all().is_not_null()))
+        if any("\ufffd" in c for c in lf.collect_schema().names()):  # polars decodes the header lossily
+            err = not_utf8(path)
+            if err is not None:
+                raise err
+        return lf
     raise DataError(f"unknown file type; expected one of {', '.join(TABLE_SUFFIXES)}", file=str(path))
+
+
+def _open_binary(path: Path) -> Any:
+    return gzip.open(path, "rb") if path.name.lower().endswith(".gz") else open(path, "rb")
+
+
+def _check_line_ends(path: Path) -> None:
+    """Refuse a CSV whose lines end in a bare carriage return (classic Mac OS): polars reads such a file
+    as one header line and no rows, which would load as an empty file."""
+    try:
+        with _open_binary(path) as f:
+            head = f.read(1 << 16)
+    except (OSError, EOFError):
+        return  # the reader reports it, with its own words
+    first = head.split(b"\n", 1)[0].rstrip(b"\r")
+    if b"\r" in first:
+        raise DataError(
+            "lines end in a bare carriage return (\\r, classic Mac OS line ends), so the file reads as a "
+            "single header line; convert the line ends to \\n or \\r\\n",
+            file=str(path),
+        )
+
+
+def not_utf8(path: Path) -> DataError | None:
+    """The error naming a CSV's first line that is not UTF-8 text (None when every line is)."""
+    try:
+        with _open_binary(path) as f:
+            for i, line in enumerate(f, start=1):
+                try:
+                    line.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    return DataError(
+                        f"not UTF-8 text: line {i} (header = line 1), byte {e.start + 1} is "
+                        f"{line[e.start : e.end]!r}; re-save the file as UTF-8",
+                        file=str(path),
+                    )
+    except (OSError, EOFError):  # a truncated gzip stream: the reader's own error says so
+        return None
+    return None
 
 
 def find_ragged_csv_row(path: Path) -> tuple[int, int, int] | None:
@@ -101,6 +159,40 @@ def find_ragged_csv_row(path: Path) -> tuple[int, int, int] | None:
             if rec and len(rec) != len(header):
                 return i, len(rec), len(header)
     return None
+
+
+def find_bad_quote(path: Path) -> tuple[str, int, int] | None:
+    """The first quote polars refuses, as ``(kind, data row, line)`` (row 0 is the line after the header;
+    line 1 is the header): ``stray``, a quote inside an unquoted field (``12" pizza``); ``after``, text
+    after a quoted field's closing quote (``"12"pizza``); ``unclosed``, a quoted field still open at the
+    end of the file (a file cut short)."""
+    opener: Any = gzip.open if path.name.lower().endswith(".gz") else open
+    row, line_no, in_quotes, opened = -1, 0, False, (0, 0)
+    with opener(path, "rt", newline="", encoding="utf-8", errors="replace") as f:
+        for line in f:
+            line_no += 1
+            if not in_quotes:
+                row += 1
+                if '"' not in line:
+                    continue
+            field_start, i = not in_quotes, 0
+            while i < len(line):
+                c = line[i]
+                if in_quotes:
+                    if c == '"' and line[i + 1 : i + 2] == '"':
+                        i += 1  # an escaped quote
+                    elif c == '"':
+                        in_quotes = False
+                        if line[i + 1 : i + 2] not in ("", ",", "\r", "\n"):
+                            return "after", row - 1, line_no
+                elif c == '"':
+                    if not field_start:
+                        return "stray", row - 1, line_no
+                    in_quotes, field_start, opened = True, False, (row - 1, line_no)
+                else:
+                    field_start = c in ",\r\n"
+                i += 1
+    return ("unclosed", *opened) if in_quotes else None
 
 
 class RowParser:
@@ -120,7 +212,19 @@ class RowParser:
         self.path = path
         self.schema = schema
         self.sample = sample  # the file's first rows: lets datetime() skip formats the file does not use
-        self._lower = {c.lower().strip(): c for c in schema.names()}
+        # header names, case- and space-insensitively; a name given more than once is ambiguous (polars
+        # reads a CSV header's repeats as "<name>_duplicated_<i>")
+        self._lower: dict[str, str] = {}
+        self._repeated: dict[str, list[str]] = {}
+        for c in schema.names():
+            m = _DUPLICATED.fullmatch(c)
+            key = c.lower().strip()
+            if m and m.group(1).lower().strip() in self._lower:
+                key = m.group(1).lower().strip()
+            if key in self._lower:
+                self._repeated.setdefault(key, [self._lower[key]]).append(c)
+            else:
+                self._lower[key] = c
         self.rules: list[tuple[pl.Expr, str, pl.Expr]] = []
         self.parsed: dict[str, pl.Expr] = {}  # temporary column -> parse expression (stage 1)
         self.pruned: set[str] = set()  # raw datetime columns parsed with the sample's formats only
@@ -135,7 +239,16 @@ class RowParser:
     def find(self, *candidates: str) -> str | None:
         """The file's name for the first candidate column present (case- and space-insensitive)."""
         for cand in candidates:
-            hit = self._lower.get(cand.lower().strip())
+            key = cand.lower().strip()
+            if key in self._repeated:
+                raise DataError(
+                    f"the header names this column {len(self._repeated[key])} times "
+                    f"(read as {self._repeated[key]}); which one holds the data is ambiguous: "
+                    "rename or remove the repeats",
+                    file=str(self.path),
+                    column=cand,
+                )
+            hit = self._lower.get(key)
             if hit is not None:
                 return hit
         return None
@@ -161,9 +274,15 @@ class RowParser:
         return pl.col(tmp).alias(name)
 
     def float(self, raw: str, name: str) -> pl.Expr:
-        src = pl.col(raw)
-        if self.schema[raw] == pl.String:
+        src, dtype = pl.col(raw), self.schema[raw]
+        if dtype == pl.String:
             return self._check(raw, src.str.strip_chars().cast(pl.Float64, strict=False), name)
+        if not (dtype.is_numeric() or dtype == pl.Null):  # a Boolean, date or list is a wrong column
+            raise DataError(
+                f"expected a number or a string column for {name}, found {dtype}",
+                file=str(self.path),
+                column=raw,
+            )
         return self._check(raw, src.cast(pl.Float64, strict=False), name)
 
     def int(self, raw: str, name: str, dtype: pl.DataType | None = None) -> pl.Expr:
@@ -298,12 +417,15 @@ class TripSource:
         raw = scan_table(path)
         try:
             sample = raw.head(1000).collect()
-        except (pl.exceptions.ComputeError, pl.exceptions.InvalidOperationError) as e:
+        except READ_ERRORS as e:
             raise self._explain(e, [path]) from e  # e.g. a ragged CSV line among the first rows
         # Datetime formats are chosen from the first rows (each extra format costs a full parse). If a
         # later row needs another one, load()/drop_report() see unparseable values and re-read the
         # sources with every format (self._all_formats), so no row is lost to the shortcut.
-        p = RowParser(path, raw.collect_schema(), sample=None if self._all_formats else sample)
+        schema = raw.collect_schema()
+        p = RowParser(path, schema, sample=None if self._all_formats else sample)
+        if schema.names():
+            p.fail(pl.all_horizontal([pl.col(c).is_null() for c in schema.names()]), EMPTY_ROW)
         exprs = self.parse(p)
         if p.pruned:
             self._pruned_files.add(str(path))
@@ -346,7 +468,7 @@ class TripSource:
         files = self.files()
         try:  # one pass over the files; the three results are cheap views of it
             all_rows = self.scan_all().collect()
-        except (pl.exceptions.ComputeError, pl.exceptions.InvalidOperationError) as e:
+        except READ_ERRORS as e:
             raise self._explain(e, files) from e
         df = all_rows.filter(pl.col(REASON).is_null()).drop(ROW, FILE, REASON, BAD_VALUE)
         counts_df, ex_df = _counts_and_examples(all_rows)
@@ -375,7 +497,7 @@ class TripSource:
         files = self.files()
         try:
             counts_df, ex_df = pl.collect_all([counts, examples], engine="streaming")
-        except (pl.exceptions.ComputeError, pl.exceptions.InvalidOperationError) as e:
+        except READ_ERRORS as e:
             raise self._explain(e, files) from e
         if self._retry_with_all_formats(counts_df):
             return self.drop_report()
@@ -410,16 +532,41 @@ class TripSource:
             rep.examples[r[REASON]] = (rep.examples.get(r[REASON], []) + found)[:5]
         return rep
 
-    def _explain(self, err: Exception, files: Iterable[Path]) -> DataError:
-        """Turn a reader error into one that names the file and row."""
+    def _explain(self, err: BaseException, files: Iterable[Path]) -> DataError:
+        """Turn a reader error into one that names the file and row (or, for Parquet, the file)."""
+        files = list(files)
         for f in files:
             if f.name.lower().endswith((".csv", ".csv.gz")):
+                bad = not_utf8(f)
+                if bad is not None:
+                    return bad
+                quote = find_bad_quote(f)
+                if quote is not None:
+                    kind, row, line = quote
+                    why = {
+                        "stray": 'a quote (") inside an unquoted field',
+                        "after": "text after the closing quote of a quoted field",
+                        "unclosed": "a quoted field opens here and is never closed (the file is cut short, "
+                        "or a closing quote is missing)",
+                    }[kind]
+                    if kind != "unclosed":
+                        why += (
+                            '; a field holding a quote must be quoted whole, the quote doubled: "12"" pizza"'
+                        )
+                    return DataError(f"malformed CSV at line {line}: {why}", file=str(f), row=row)
                 ragged = find_ragged_csv_row(f)
                 if ragged is not None:
                     row, n, m = ragged
                     return DataError(
                         f"malformed CSV: {n} fields where the header has {m}", file=str(f), row=row
                     )
+            elif f.name.lower().endswith((".parquet", ".pq")):
+                try:  # decode every page: a corrupt one fails here, naming its file
+                    pl.scan_parquet(f).select(pl.all().is_null().sum()).collect()
+                except (Exception, pl.exceptions.PanicException) as e:  # several types, panics too
+                    return DataError(f"cannot read (corrupt Parquet data?): {e}", file=str(f))
+        if isinstance(err, pl.exceptions.PanicException):
+            return DataError(f"the reader crashed (corrupt file?): {err}", file=", ".join(map(str, files)))
         return DataError(f"cannot read: {err}", file=", ".join(str(f) for f in files))
 
     def describe(self) -> dict[str, Any]:
