@@ -8,6 +8,7 @@ repository root: ``train.py``, ``prepare_data.py``).
     tabxfer export CKPT [--quantize all|none,dynamic-int8,static-int8,fp16] [--out DIR]
                                                               a verified ONNX artifact (raw fields in)
     tabxfer predict ARTIFACT/model.onnx TRIPS.csv|.parquet OUT.csv|.parquet [--provider cpu|cuda]
+                    [--on-invalid raise|drop]              inputs checked first; exit 2 on bad input
     tabxfer drift RUN|CKPT|ARTIFACT NEW_TRIPS [--out DIR] [--format auto|canonical|kaggle|tlc|...]
                                                               drift report; exit 0 ok, 1 drift, 2 bad input
 """
@@ -116,20 +117,31 @@ def _predict(args: argparse.Namespace) -> int:
     from tabxfer.export import serve
 
     src, dst = Path(args.trips), Path(args.out)
-    df = pl.read_parquet(src) if src.suffix == ".parquet" else pl.read_csv(src, infer_schema_length=10_000)
-    sess = serve.session(args.model, args.provider)
-    cols: dict[str, object] = {c: df[c].to_numpy() for c in df.columns}
-    for kv in args.set:
-        k, _, v = kv.partition("=")
-        cols[k] = np.full(df.height, v, dtype=object)
-    t0 = time.perf_counter()
-    pred = serve.predict(sess, cols, args.batch)
+    try:
+        # a CSV's columns as text: serve converts and checks each value, naming the row of a bad one
+        df = pl.read_parquet(src) if src.suffix == ".parquet" else pl.read_csv(src, infer_schema=False)
+        try:
+            sess = serve.session(args.model, args.provider)
+        except Exception as e:  # onnxruntime's own error types: a missing or broken model file
+            raise ValueError(f"{args.model}: cannot load the model ({e})") from None
+        cols: dict[str, object] = {c: df[c].to_numpy() for c in df.columns}
+        for kv in args.set:
+            k, _, v = kv.partition("=")
+            cols[k] = np.full(df.height, v, dtype=object)
+        t0 = time.perf_counter()
+        pred = serve.predict(sess, cols, args.batch, on_invalid=args.on_invalid)
+    except (KeyError, ValueError, OSError, pl.exceptions.PolarsError) as e:
+        csv_rows = getattr(e, "problems", None) and src.suffix != ".parquet"
+        print(f"error: {e}" + ("\n(row r is line r + 2 of the CSV)" if csv_rows else ""), file=sys.stderr)
+        return 2
     seconds = time.perf_counter() - t0
-    out = pl.DataFrame(pred)
+    out = pl.DataFrame(dict(pred))
     tmp = dst.with_name(f".{dst.name}.tmp")
     out.write_parquet(tmp) if dst.suffix == ".parquet" else out.write_csv(tmp)
     os.replace(tmp, dst)
     print(f"{df.height:,} predictions -> {dst} ({seconds:.2f} s on {sess.get_providers()[0]})")
+    for line in serve.report_lines(pred.report):
+        print(line)
     return 0
 
 
@@ -228,6 +240,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=65536)
     p.add_argument(
         "--set", action="append", default=[], metavar="NAME=VALUE", help="a constant field for every row"
+    )
+    p.add_argument(
+        "--on-invalid",
+        default="raise",
+        choices=["raise", "drop"],
+        help="a row with an invalid value: raise = exit 2 naming it (default); drop = NaN prediction, counted",
     )
     p.set_defaults(fn=_predict)
     r = sub.add_parser(

@@ -7,7 +7,8 @@
         model.<quantization>.onnx  dynamic-int8 / static-int8 / fp16, when asked for
         model_card.md              intended use, data, metrics overall and by slice, quantization effect
         report.json                every figure of the card (parity, RMSLE, sizes), machine-readable
-        inputs.json                the input schema (also in each graph's metadata)
+        inputs.json                the input schema (also in each graph's metadata): names, dtypes,
+                                   valid ranges, NaN = missing or not, vocabularies of string inputs
         example_input.csv          raw rows in the graph's input format; example_output.csv: fp32 outputs
         serve.py                   numpy + onnxruntime only: run the artifact on a CSV
         reference_profile.json     the training rows' feature/prediction distributions and held-out RMSLE
@@ -17,6 +18,9 @@ Verification runs on held-out rows of the checkpoint's own data (its test split,
 sources named in the checkpoint): the torch model on features computed by the polars pipeline against the
 graph on raw fields, at batch sizes 1, 7 and 4096. fp32 must agree within ``FP32_TOL`` on log-duration or
 nothing is written. The folder is written under a temporary name and renamed into place.
+
+The graph does not validate its inputs (ONNX cannot raise on a value); ``serve.predict`` and the CLIs
+check every input against the schema's ranges before running it (see :mod:`tabxfer.export.serve`).
 """
 
 from __future__ import annotations
@@ -40,11 +44,12 @@ import torch
 
 import tabxfer
 from tabxfer.data.geo import haversine_km
+from tabxfer.data.quality import Validation
 from tabxfer.evaluation.metrics import rmsle
 from tabxfer.export import quantize as q
 from tabxfer.export import serve
 from tabxfer.export.graph import RawFeatures
-from tabxfer.export.onnx_graph import RawInput, RawTripModel, export_raw_graph, raw_inputs
+from tabxfer.export.onnx_graph import RawInput, RawTripModel, export_raw_graph, loader_ranges, raw_inputs
 from tabxfer.features import pipeline
 from tabxfer.features.spec import FeatureSpec
 from tabxfer.features.splits import assign_split
@@ -77,6 +82,15 @@ def raw_model(module: Any) -> tuple[RawTripModel, FeatureSpec]:
         takes_context=False,
     )
     return model.eval(), spec
+
+
+def input_ranges(config: Mapping[str, Any] | None) -> dict[str, tuple[float, float]]:
+    """Valid ranges of pickup time and passenger count for a run (its resolved config): what its data
+    loaders kept, the widest over its sources (:func:`~tabxfer.export.onnx_graph.loader_ranges`)."""
+    sources = ((config or {}).get("data") or {}).get("sources") or {}
+    each = [loader_ranges(Validation.of((node or {}).get("validation"))) for node in sources.values()]
+    each = each or [loader_ranges(Validation())]
+    return {k: (min(r[k][0] for r in each), max(r[k][1] for r in each)) for k in each[0]}
 
 
 def held_out(config: Mapping[str, Any], rows: Mapping[str, int], *, seed: int = 0) -> dict[str, pl.DataFrame]:
@@ -210,7 +224,7 @@ def export_checkpoint(
     modes = q.parse(quantize)
     meta = dict(module.hparams.get("meta") or {})
     model, spec = raw_model(module)
-    inputs = raw_inputs(model.features)
+    inputs = raw_inputs(model.features, ranges=input_ranges(meta.get("config")))
     if "config" not in meta:
         raise ValueError(f"{ckpt}: no training config in the checkpoint's meta; cannot find held-out rows")
     t0 = time.perf_counter()
@@ -376,10 +390,13 @@ def description(inputs: Sequence[RawInput], mode: str) -> str:
         f"tabxfer trip-duration model ({mode}). Inputs: one 1-D tensor per raw field, batch axis 'batch':",
         *[
             f"  {i.name} ({i.dtype}{'' if len(i.shape) == 1 else ' ' + str(list(i.shape))}): {i.description}"
+            f" [valid: {i.valid_values()}]"
             for i in inputs
         ],
         "Outputs: duration_s (float32, seconds), log_duration (float32, log1p seconds).",
         "Everything from raw fields to the duration happens in the graph (features, vocabularies, scaling).",
+        "The graph does not validate: invalid values give numbers or inf, not errors. Check every input "
+        "against metadata tabxfer.inputs first, as serve.py's predict does.",
     ]
     return "\n".join(lines)
 
@@ -404,12 +421,20 @@ def model_card(
         "your own data.",
         "",
         "## Inputs",
-        "| name | type | meaning |",
-        "|---|---|---|",
-        *[f"| `{i.name}` | {i.dtype} {list(i.shape)} | {i.description} |" for i in inputs],
+        "| name | type | meaning | valid |",
+        "|---|---|---|---|",
+        *[
+            f"| `{i.name}` | {i.dtype} {list(i.shape)} | {i.description} | {i.valid_values()} |"
+            for i in inputs
+        ],
         "",
         "Outputs: `duration_s` (float32, seconds) and `log_duration` (log1p of it). Feature computation, "
         "vocabularies and scaling are inside the graph: send raw fields.",
+        "",
+        "The graph itself does not validate (a latitude of 200 or a year 3000 gives a number, or inf). "
+        "`serve.py` (and `tabxfer predict`) check every input against the ranges above (`inputs.json`) "
+        "first: an invalid row is an error naming the column, row and value, or, with `--on-invalid drop`, "
+        "a NaN prediction counted by reason.",
         "",
         "## Training data",
         f"- data: `{corpus.get('name')}`, rows {json.dumps(corpus.get('rows'))}, fingerprint `{meta.get('data_fingerprint')}`",

@@ -5,12 +5,20 @@ inverse target transform. :func:`export_raw_graph` exports it with torch's suppo
 then edits the ONNX graph so that its inputs are what a serving team has: one 1-D tensor per raw field
 (dynamic batch axis), strings for string categoricals (ONNX-ML ``LabelEncoder`` nodes hold the
 vocabularies; unknown -> index 0), and outputs ``duration_s`` and ``log_duration`` (float32, ``(B,)``).
+
+The graph is not a validator: ONNX has no way to raise an error on a value, so a NaN coordinate, a year
+3000 or a latitude of 200 degrees come out as a number (or ``inf``), not as an error. Every input's
+description in the artifact (:class:`RawInput`: valid range, whether NaN means missing, the vocabulary)
+is what :mod:`tabxfer.export.serve` checks before it runs the graph; a serving team that calls
+onnxruntime directly must check the same.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +27,8 @@ import torch
 from onnx import TensorProto, helper
 from torch import Tensor, nn
 
-from tabxfer.export.graph import RawFeatures
+from tabxfer.data.quality import Validation
+from tabxfer.export.graph import HOLIDAY_YEARS, RawFeatures
 from tabxfer.features.spec import FeatureSpec
 
 OPSET = 18
@@ -28,17 +37,83 @@ COORDS = ("pickup_lat", "pickup_lon", "dropoff_lat", "dropoff_lon")
 OUTPUTS = ("duration_s", "log_duration")
 
 
+def year_seconds(first: int, last: int) -> tuple[int, int]:
+    """``pickup_ts`` of ``first``-01-01 00:00:00 and of ``last``-12-31 23:59:59."""
+    day0 = dt.datetime(1970, 1, 1)
+    return (
+        int((dt.datetime(first, 1, 1) - day0).total_seconds()),
+        int((dt.datetime(last + 1, 1, 1) - day0).total_seconds()) - 1,
+    )
+
+
+def loader_ranges(validation: Validation) -> dict[str, tuple[float, float]]:
+    """What the data loaders keep (:class:`~tabxfer.data.quality.Validation`): passenger counts, and
+    pickup years (where this version of the loaders has the rule) within the years the graph's calendar
+    is right for (:data:`~tabxfer.export.graph.HOLIDAY_YEARS`: its holiday table)."""
+    first = max(getattr(validation, "min_year", HOLIDAY_YEARS[0]), HOLIDAY_YEARS[0])
+    last = min(getattr(validation, "max_year", HOLIDAY_YEARS[1]), HOLIDAY_YEARS[1])
+    return {"pickup_ts": year_seconds(first, last), "passenger_count": (0, validation.max_passengers)}
+
+
+# Valid ranges (inclusive) of the raw inputs, written into every artifact's input schema: what a latitude
+# and a longitude can be; for pickup time and passenger count, what the default loaders keep (an export
+# takes its run's own: tabxfer.export.artifact.input_ranges). A numeric input named nowhere: no range.
+RANGES: dict[str, tuple[float, float]] = {
+    "pickup_lat": (-90.0, 90.0),
+    "dropoff_lat": (-90.0, 90.0),
+    "pickup_lon": (-180.0, 180.0),
+    "dropoff_lon": (-180.0, 180.0),
+    **loader_ranges(Validation()),
+}
+
+
 @dataclasses.dataclass(frozen=True)
 class RawInput:
-    """One input of the artifact: name, ONNX element type, shape, and what it means."""
+    """One input of the artifact: name, ONNX element type, shape, what it means, and what is valid.
+
+    ``min``/``max``: the valid range of a numeric input (inclusive; ``None``: unbounded). ``nullable``:
+    whether NaN is accepted as "missing" in a float input (``None`` in artifacts exported before the
+    field existed, where it was). ``vocabulary``: the values of a string input the model learned; any
+    other non-empty value reaches the model as "unknown". Artifacts exported before these fields existed
+    have none of them (``tabxfer.export.serve`` then checks finiteness only).
+    """
 
     name: str
     dtype: str  # "int64" | "float64" | "float32" | "string"
     shape: tuple[str | int, ...]
     description: str
+    min: float | None = None
+    max: float | None = None
+    nullable: bool | None = None
+    vocabulary: tuple[str, ...] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {**dataclasses.asdict(self), "shape": list(self.shape)}
+        d = {**dataclasses.asdict(self), "shape": list(self.shape)}
+        if self.vocabulary is not None:
+            d["vocabulary"] = list(self.vocabulary)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> RawInput:
+        """The inverse of :meth:`to_dict` (also reads the schema of older artifacts)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        d = {k: v for k, v in d.items() if k in known}
+        vocab = d.get("vocabulary")
+        return cls(**{**d, "shape": tuple(d["shape"]), "vocabulary": None if vocab is None else tuple(vocab)})
+
+    def valid_values(self) -> str:
+        """What is accepted, in words (for descriptions and the model card)."""
+        if self.dtype == "string":
+            v = self.vocabulary
+            known = "?" if v is None else ", ".join(v) if len(v) <= 8 else f"{len(v)} values"
+            return f'any text; learned: {known}; anything else (and "") = unknown'
+        lo = "-inf" if self.min is None else _num(self.min)
+        hi = "inf" if self.max is None else _num(self.max)
+        rng = "finite" if self.min is None and self.max is None else f"finite, in [{lo}, {hi}]"
+        if self.name == "pickup_ts" and self.min is not None and self.max is not None:
+            days = [dt.datetime(1970, 1, 1) + dt.timedelta(seconds=int(t)) for t in (self.min, self.max)]
+            rng += f" ({days[0]:%Y-%m-%d} .. {days[1]:%Y-%m-%d %H:%M:%S})"
+        return rng + ("; NaN = missing" if self.nullable else "; required")
 
 
 class RawTripModel(nn.Module):
@@ -100,28 +175,49 @@ class RawTripModel(nn.Module):
         return dur, log_d
 
 
-def raw_inputs(features: RawFeatures, context_hours: int | None = None) -> list[RawInput]:
-    """The artifact's inputs, in order."""
+def _num(v: float) -> str:
+    return str(int(v)) if float(v).is_integer() else f"{v:g}"
+
+
+def raw_inputs(
+    features: RawFeatures,
+    context_hours: int | None = None,
+    *,
+    ranges: Mapping[str, tuple[float, float]] | None = None,
+) -> list[RawInput]:
+    """The artifact's inputs, in order, with their valid ranges and vocabularies.
+
+    ``ranges``: valid ``(min, max)`` by input name, over :data:`RANGES`."""
     b = "batch"
+    valid = {**RANGES, **(ranges or {})}
+
+    def number(name: str, dtype: str, description: str, nullable: bool) -> RawInput:
+        lo, hi = valid.get(name, (None, None))
+        return RawInput(name, dtype, (b,), description, min=lo, max=hi, nullable=nullable)
+
     out = [
-        RawInput(
+        number(
             "pickup_ts",
             "int64",
-            (b,),
             "pickup time, seconds since 1970-01-01T00:00 of the local wall-clock time (local time read as UTC)",
+            False,
         ),
-        RawInput("pickup_lat", "float64", (b,), "pickup latitude, degrees"),
-        RawInput("pickup_lon", "float64", (b,), "pickup longitude, degrees"),
-        RawInput("dropoff_lat", "float64", (b,), "dropoff latitude, degrees"),
-        RawInput("dropoff_lon", "float64", (b,), "dropoff longitude, degrees"),
+        number("pickup_lat", "float64", "pickup latitude, degrees", False),
+        number("pickup_lon", "float64", "pickup longitude, degrees", False),
+        number("dropoff_lat", "float64", "dropoff latitude, degrees", False),
+        number("dropoff_lon", "float64", "dropoff longitude, degrees", False),
     ]
-    out += [RawInput(n, "float64", (b,), f"{n} (NaN = missing)") for n in features.numeric_inputs]
+    out += [number(n, "float64", f"{n} (NaN = missing)", True) for n in features.numeric_inputs]
+    spec = features.spec
     cats = list(dict.fromkeys([*features.string_inputs, "city"]))
     for n in cats:
         desc = f'{n} ("" or an unseen value = unknown)'
         if n == "city":
             desc = "city name (sets the local frame: " + ", ".join(features.cities) + "; others = unknown)"
-        out.append(RawInput(n, "string", (b,), desc))
+        # what the model's LabelEncoder maps to a known index (a city that is only a local frame: its list)
+        learned = n in features.string_inputs
+        vocab = [str(v) for v in spec.categorical_feature(n).values] if learned else list(features.cities)
+        out.append(RawInput(n, "string", (b,), desc, vocabulary=tuple(vocab)))
     if context_hours:
         out.append(
             RawInput(
@@ -131,6 +227,7 @@ def raw_inputs(features: RawFeatures, context_hours: int | None = None) -> list[
                 "hourly context, oldest hour first, ending with the hour before the pickup hour: "
                 "[trips completed in the city, their mean log1p(speed km/h), the same two for the pickup's "
                 "region]; NaN = unknown (see context.py)",
+                nullable=True,
             )
         )
     return out

@@ -147,7 +147,7 @@ def from_artifact(path: Path, *, rows: int, seed: int, bins: int) -> Reference:
     if "tabxfer.feature_spec" not in meta or "tabxfer.inputs" not in meta:
         raise BadReference(f"{onnx_file}: not a tabxfer artifact (no tabxfer.feature_spec metadata)")
     spec = FeatureSpec.from_json(meta["tabxfer.feature_spec"])
-    inputs = [RawInput(**{**d, "shape": tuple(d["shape"])}) for d in json.loads(meta["tabxfer.inputs"])]
+    inputs = [RawInput.from_dict(d) for d in json.loads(meta["tabxfer.inputs"])]
     info: dict[str, Any] = {
         "kind": "artifact",
         "artifact": str(folder),
