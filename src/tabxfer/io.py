@@ -2,10 +2,31 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import tempfile
 from pathlib import Path
+
+WRITE_HINTS = {
+    errno.ENOSPC: "the disk is full",
+    errno.EDQUOT: "the disk quota is exhausted",
+    errno.EFBIG: "the file is larger than this process may write (ulimit -f) or the file system allows",
+    errno.EROFS: "the folder is on a read-only file system",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+}
+
+
+def write_error(e: OSError, path: Path, what: str = "checkpoint") -> OSError:
+    """``e`` restated for a person: which file, what happened, and (for a file replaced atomically) that
+    the previous version is intact."""
+    why = WRITE_HINTS.get(e.errno or 0, e.strerror or str(e))
+    msg = f"cannot write {what} {path}: {why} ({e.strerror or e})"
+    if what == "checkpoint":
+        kept = f"the previous {path.name} is intact" if path.exists() else f"no {path.name} was written"
+        msg += f"; {kept}, nothing half-written is left"
+    return OSError(e.errno, msg)
 
 
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:

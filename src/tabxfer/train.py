@@ -3,7 +3,9 @@
 Every run writes into its Hydra run directory: ``checkpoints/`` (``best.ckpt`` by ``monitor``, default
 ``val/rmsle``, and ``last.ckpt``), ``metrics.json`` (final metrics, written atomically), the resolved config,
 and the logger's files (W&B offline by default). ``ckpt_path=<run>/checkpoints/last.ckpt`` resumes a killed
-run.
+run, and so does ``ckpt_path=auto`` when the same ``hydra.run.dir`` is given again (it starts from scratch when
+there is no ``last.ckpt`` yet). A resumed run ends with the same metrics as an uninterrupted one (CPU: exactly;
+:mod:`tabxfer.training.checkpoint` keeps every checkpoint whole and the module saves the random states).
 
 Pretraining is a run with ``objective.*`` weights (self-supervised and/or supervised) on a corpus
 (``data=mobility``); its ``best.ckpt`` is the pretrained artifact (weights, spec, corpus description).
@@ -13,11 +15,14 @@ Fine-tuning is a run with ``init_from=<that checkpoint> finetune=<strategy>`` (s
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import inspect
 import json
 import logging
 import os
 import platform
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -30,12 +35,15 @@ import pytorch_lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from tabxfer.config import register_resolvers
+from tabxfer import security
+from tabxfer.config import register_resolvers, validate
 from tabxfer.evaluation.metrics import rmsle
 from tabxfer.features.cache import SplitArrays, TensorCache
+from tabxfer.io import write_error
 from tabxfer.models.baselines import TreeBaseline
 from tabxfer.prepare import dataset_cache
 from tabxfer.sweep import trial
+from tabxfer.training import checkpoint
 from tabxfer.training.data import CacheDataModule
 from tabxfer.training.module import MONITOR, Finetune, TabularRegressor
 from tabxfer.training.pruning import OptunaPruning
@@ -93,10 +101,56 @@ def write_json(path: Path, obj: Any) -> None:
     os.replace(tmp, path)
 
 
+def resume_path(cfg: DictConfig, out: Path) -> str | None:
+    """``ckpt_path``: a checkpoint to resume from; ``auto``: this run folder's ``last.ckpt`` when there is
+    one (a killed run, restarted with the same command and ``hydra.run.dir``), else a fresh start."""
+    ckpt = cfg.get("ckpt_path")
+    if ckpt != "auto":
+        return ckpt
+    folder = out / "checkpoints"
+    for f in checkpoint.remove_stale_temporaries(folder):
+        log.warning("removed %s, a temporary file left by a killed writer", f)
+    last = folder / "last.ckpt"
+    if last.exists():
+        log.info("ckpt_path=auto: resuming from %s", last)
+        return str(last)
+    log.info("ckpt_path=auto: no %s yet, starting from scratch", last)
+    return None
+
+
+def check_writable(out: Path) -> None:
+    """Fail at once, before any data is prepared, when the run folder cannot be written (read-only file
+    system, no permission, disk full)."""
+    probe = out / f".write-probe{checkpoint.TMP_MARK}{os.getpid()}"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"0")
+        probe.unlink()
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            probe.unlink(missing_ok=True)
+        raise write_error(e, out, what="to the run folder") from None
+
+
+def check_space(out: Path, n_params: int) -> None:
+    """Fail before training, not hours into it, when the run folder has no room for two checkpoints
+    (fp32 weights + AdamW moments; the new one is written beside the old)."""
+    need = 2 * (3 * 4 * n_params) + (16 << 20)
+    free = shutil.disk_usage(out).free
+    if free < need:
+        raise OSError(
+            errno.ENOSPC,
+            f"{out}: {free / 2**20:.1f} MB free, but this model's checkpoints need about "
+            f"{need / 2**20:.1f} MB: free space or point hydra.run.dir (paths.output_dir) elsewhere",
+        )
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Train and test one model; returns the final metrics (also written to ``metrics.json``)."""
+    validate(cfg)  # config mistakes stop here, each named, before any data is prepared or model built
+    security.protect_run(cfg.paths.output_dir)  # no credential in logs, saved configs or W&B metadata
     out = Path(cfg.paths.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    check_writable(out)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     tree = issubclass(hydra.utils.get_class(cfg.model._target_), TreeBaseline)
@@ -134,7 +188,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "environment": environment(),
     }
     # plain JSON types only: checkpoints must load with torch.load(weights_only=True)
-    meta = json.loads(json.dumps(meta, default=str))
+    meta = security.redact_obj(json.loads(json.dumps(meta, default=str)))
     module = TabularRegressor(
         model_cfg=mcfg,
         spec=json.loads(cache.spec.to_json()),
@@ -144,6 +198,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         model=model,
         objective=OmegaConf.to_container(cfg.objective, resolve=True) if cfg.get("objective") else None,  # type: ignore[arg-type]
         finetune=finetune or None,
+        nonfinite=OmegaConf.to_container(cfg.nonfinite, resolve=True) if cfg.get("nonfinite") else None,  # type: ignore[arg-type]
     )
     n_params = sum(p.numel() for p in module.model.parameters())
     log.info("model %s: %s parameters", mcfg["_target_"], f"{n_params:,}")
@@ -157,7 +212,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         callbacks.append(pruning)
     if not loggers:  # the learning-rate monitor has nowhere to write (Lightning refuses to start)
         callbacks = [c for c in callbacks if not isinstance(c, L.callbacks.LearningRateMonitor)]
-    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    trainer: L.Trainer = hydra.utils.instantiate(
+        cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[checkpoint.SafeCheckpointIO()]
+    )
+    check_space(out, n_params)
+    ckpt_path = resume_path(cfg, out)
     for lg in loggers:
         lg.log_hyperparams(
             {"data_fingerprint": cache.fingerprint, "n_params": n_params, **meta["environment"]}
@@ -165,13 +224,15 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
     t0 = time.perf_counter()
     try:
-        trainer.fit(module, datamodule=dm, ckpt_path=cfg.get("ckpt_path"))
+        trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
     except BaseException:
         finish_wandb(1)
         raise
     train_seconds = time.perf_counter() - t0
+    logged = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    # a run resumed after its last epoch logs nothing new: then the checkpoint's metrics are the run's
     fit_metrics = {
-        k: float(v) for k, v in trainer.callback_metrics.items() if k.split("/")[0] in ("train", "val")
+        k: v for k, v in {**module.resumed_metrics, **logged}.items() if k.split("/")[0] in ("train", "val")
     }
     if pruning is not None and pruning.pruned_at is not None:  # no test: the sweeper drops this trial
         write_json(
@@ -242,6 +303,7 @@ def make_loggers(cfg: DictConfig, sweep_trial: trial.ActiveTrial | None = None) 
             n, study = sweep_trial.number, sweep_trial.study_name
             tags = [*(node.get("tags") or []), f"trial-{n}", f"study-{study}"]
             extra = {"group": study, "tags": tags, "name": f"{study}-trial-{n}", "job_type": "sweep-trial"}
+        node = security.redact_obj(OmegaConf.to_container(node, resolve=True))  # tags, notes, ...
         out.append(hydra.utils.instantiate(node, **extra))
     return out
 
@@ -289,5 +351,11 @@ def run_baseline(cfg: DictConfig, cache: TensorCache, out: Path) -> dict[str, An
 
 
 def load(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> TabularRegressor:
-    """Rebuild a trained model from its checkpoint alone (model config, feature spec and meta inside)."""
-    return TabularRegressor.load_from_checkpoint(Path(path), map_location=map_location)
+    """Rebuild a trained model from its checkpoint alone (model config, feature spec and meta inside).
+
+    The file is checked and read without unpickling code (:func:`tabxfer.training.checkpoint.read`)."""
+    ckpt = checkpoint.read(path, map_location=map_location)
+    module = TabularRegressor(**checkpoint.hyper_parameters(ckpt, path))
+    module.on_load_checkpoint(ckpt)
+    module.load_state_dict(ckpt["state_dict"])
+    return module.to(map_location)

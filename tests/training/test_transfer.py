@@ -123,7 +123,7 @@ def test_init_from_refuses_another_architecture_and_bad_files(tmp_path):
         finetune(tmp_path, "tabnet", pre["best_checkpoint"])
     bad = tmp_path / "bad.ckpt"
     bad.write_bytes(Path(pre["best_checkpoint"]).read_bytes()[:1000])  # truncated
-    with pytest.raises(ValueError, match="cannot read it as a tabxfer checkpoint"):
+    with pytest.raises(ValueError, match=r"init_from=.*bad.ckpt: truncated or not a checkpoint"):
         load_pretrained(bad)
     with pytest.raises(FileNotFoundError, match="no such checkpoint"):
         load_pretrained(tmp_path / "missing.ckpt")

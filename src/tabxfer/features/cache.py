@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from tabxfer.features.spec import FeatureSpec
+from tabxfer.io import write_error
 
 ARRAYS = ("x_num", "x_cat", "y", "pickup_ts")
 CACHE_VERSION = 1
@@ -117,8 +118,11 @@ def write_cache(
 ) -> TensorCache:
     """Write a cache folder atomically (temp folder + rename). An existing cache at ``path`` is replaced."""
     final = Path(path)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    except OSError as e:
+        raise write_error(e, final.parent, what="the tensor cache to") from None
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; a cache is as shared as its parent
@@ -145,6 +149,9 @@ def write_cache(
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, final)
+    except OSError as e:  # disk full, read-only: nothing half-written stays behind
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise write_error(e, final, what="tensor cache") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

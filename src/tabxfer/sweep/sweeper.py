@@ -10,7 +10,8 @@ Optuna 5 directly:
   reports ``val/rmsle`` each epoch (:class:`tabxfer.training.pruning.OptunaPruning`);
 - ``n_trials`` counts the study's finished (complete + pruned) trials, so rerunning the same command
   resumes the study until it has that many; trials left running by a killed worker are failed and their
-  parameters requeued (:func:`tabxfer.sweep.study.fail_orphans`);
+  parameters requeued (:func:`tabxfer.sweep.study.fail_orphans`) after every trial of the surviving
+  workers and when a sweep starts, so the others go on and finish the study;
 - ``n_workers: N`` starts N-1 more worker processes on the same storage (the same command line); or start
   workers yourself, on any machines that reach the storage;
 - W&B: one run per trial (``wandb.finish()`` after each), grouped by study and tagged ``trial-<n>``;
@@ -98,6 +99,8 @@ class OptunaSweeper(Sweeper):
             config=config, hydra_context=hydra_context, task_function=task_function
         )
         self.sweep_dir = Path(config.hydra.sweep.dir)
+        # the command line as given (each run masks secrets in sys.argv; the workers need the real one)
+        self.argv = list(sys.argv)
 
     # --- the study ---------------------------------------------------------------------------------
     def _study(self) -> optuna.Study:
@@ -138,6 +141,7 @@ class OptunaSweeper(Sweeper):
         failures: list[BaseException] = []
 
         def stop_when_done(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+            st.fail_orphans(study)  # a worker killed mid-trial: its trial failed and requeued, now
             done = st.finished(study)
             log.info(
                 "trial %d %s%s | study: %d/%d finished, best %s",
@@ -170,8 +174,11 @@ class OptunaSweeper(Sweeper):
         for p in workers:
             p.wait()
         codes = [p.returncode for p in workers]
+        st.fail_orphans(study)
         summary = self._finish(study, time.perf_counter() - t0)
-        if len(failures) > self.max_failures or any(codes):
+        if any(codes):
+            log.warning("sweep workers exited with codes %s (a negative code: killed by that signal)", codes)
+        if len(failures) > self.max_failures or (any(codes) and st.finished(study) < self.n_trials):
             raise RuntimeError(
                 f"sweep {self.study_name!r}: {len(failures)} failed trials here, worker exit codes {codes}; "
                 f"last error: {failures[-1] if failures else '-'}"
@@ -221,7 +228,7 @@ class OptunaSweeper(Sweeper):
         out = []
         for k in range(1, self.n_workers):
             env = {**os.environ, WORKER_ENV: str(k)}
-            cmd = [sys.executable, *sys.argv]
+            cmd = [sys.executable, *self.argv]
             kw: dict[str, Any] = {"preexec_fn": _die_with_parent} if sys.platform.startswith("linux") else {}
             out.append(subprocess.Popen(cmd, env=env, **kw))
             log.info("started sweep worker %d (pid %d)", k, out[-1].pid)

@@ -92,7 +92,18 @@ class SourceSampler:
         return idx[torch.randperm(len(idx), generator=g).to(idx.device)]
 
 
-class DeviceBatches:
+class EpochOrdered:
+    """A batch iterable whose order depends on (seed, epoch) only."""
+
+    epoch: int = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch whose order the next iteration draws. The module sets it every epoch, so that a run
+        resumed from a checkpoint continues with the order it would have had."""
+        self.epoch = epoch
+
+
+class DeviceBatches(EpochOrdered):
     """An iterable of batches over device tensors. ``len()`` is the number of batches per epoch."""
 
     def __init__(
@@ -150,7 +161,7 @@ class DeviceBatches:
             yield batch
 
 
-class StreamedBatches:
+class StreamedBatches(EpochOrdered):
     """Training batches from a memory-mapped split too large for the device: chunk by chunk.
 
     Every epoch shuffles the split's blocks (``block_rows`` contiguous rows), then for each group of

@@ -16,11 +16,14 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import logging
 import math
+import random
 from collections.abc import Mapping
 from typing import Any
 
 import hydra
+import numpy as np
 import pytorch_lightning as L
 import torch
 from torch import Tensor, nn
@@ -31,6 +34,67 @@ from tabxfer.training.objectives import Objective, PretrainHeads, corrupt_from_m
 
 MONITOR = "val/rmsle"
 MONITOR_MODE = "min"
+log = logging.getLogger(__name__)
+
+
+class NonFiniteError(FloatingPointError):
+    """A non-finite loss or gradient in training (see :class:`NonFinite`)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class NonFinite:
+    """What a non-finite (NaN/inf) loss or gradient does. Hydra: ``nonfinite.*`` (configs/train.yaml).
+
+    Args:
+        action: ``raise``: stop the run with the step, epoch, batch, which loss terms and which inputs were
+            non-finite, and a hint; ``skip``: drop that batch's update (counted, logged as
+            ``train/skipped_batches``) and go on.
+        max_skipped: with ``skip``, stop anyway (``raise``) after this many skipped batches in a run: a run
+            that keeps diverging is not a few bad batches.
+
+    The check costs one device synchronization per step (nothing on CPU). Under fp16 mixed precision the
+    gradient scaler owns overflowing gradients (it skips those steps itself), so only the loss is checked.
+    """
+
+    action: str = "raise"
+    max_skipped: int = 100
+
+    def __post_init__(self) -> None:
+        if self.action not in ("raise", "skip"):
+            raise ValueError(f"nonfinite.action={self.action!r}: expected 'raise' or 'skip'")
+        if self.max_skipped < 0:
+            raise ValueError(f"nonfinite.max_skipped={self.max_skipped} must be >= 0")
+
+    @classmethod
+    def of(cls, cfg: NonFinite | Mapping[str, Any] | None) -> NonFinite:
+        if cfg is None or isinstance(cfg, NonFinite):
+            return cfg or cls()
+        check_options(cls, cfg, "nonfinite")
+        return cls(**cfg)
+
+
+def rng_states() -> dict[str, Any]:
+    """Every random generator a training step may draw from, as tensors and plain types (so that the
+    checkpoint loads with ``weights_only``)."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()  # noqa: NPY002 (the global one)
+    states: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": [kind, torch.from_numpy(np.asarray(keys, dtype=np.int64)), pos, has_gauss, gauss],
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states: Mapping[str, Any]) -> None:
+    torch.set_rng_state(states["torch"].cpu())
+    kind, keys, pos, has_gauss, gauss = states["numpy"]
+    restored = (kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss)
+    np.random.set_state(restored)  # noqa: NPY002 (the global generator is what is restored)
+    random.setstate(tuple(x if not isinstance(x, list) else tuple(x) for x in states["python"]))
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in states["cuda"]])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,6 +186,10 @@ class TabularRegressor(L.LightningModule):
         model: an already built model (else built from ``model_cfg``).
         objective: loss weights (:class:`~tabxfer.training.objectives.Objective`); default supervised.
         finetune: how the model's parts train (:class:`Finetune`); default all parts, one learning rate.
+        nonfinite: what a NaN/inf loss or gradient does (:class:`NonFinite`); default: stop with a report.
+
+    Checkpoints carry the random generators' states, and every epoch's batch order depends on the seed
+    and the epoch only: a run resumed from ``last.ckpt`` continues exactly as if it had never stopped.
     """
 
     y_mean: Tensor
@@ -138,12 +206,18 @@ class TabularRegressor(L.LightningModule):
         model: TabularModel | None = None,
         objective: Mapping[str, Any] | None = None,
         finetune: Mapping[str, Any] | None = None,
+        nonfinite: Mapping[str, Any] | None = None,
     ):
         super().__init__()
         self.save_hyperparameters(ignore=["model"])
         self.model: TabularModel = model if model is not None else hydra.utils.instantiate(dict(model_cfg))
         self.objective = Objective.of(objective)
         self.finetune = Finetune.of(finetune)
+        self.nonfinite = NonFinite.of(nonfinite)
+        self.skipped = 0  # batches whose update was skipped (nonfinite.action=skip)
+        self._last: tuple[int, tuple[Tensor, ...], dict[str, Tensor]] | None = None  # batch_idx, batch, terms
+        self._resume_rng: Mapping[str, Any] | None = None
+        self.resumed_metrics: dict[str, float] = {}  # logged metrics from the checkpoint resumed from
         self._frozen: set[str] = set(self.finetune.freeze)  # set per epoch (gradual unfreezing)
         self.pretrain_heads = (
             PretrainHeads(
@@ -208,6 +282,12 @@ class TabularRegressor(L.LightningModule):
 
     # --- steps -------------------------------------------------------------------------------------
     def on_train_epoch_start(self) -> None:
+        if self._resume_rng is not None:  # resumed: draw the same dropout masks as the run that stopped
+            set_rng_states(self._resume_rng)
+            self._resume_rng = None
+        loader = self.trainer.train_dataloader  # batch order from (seed, epoch), also after a resume
+        if loader is not None and hasattr(loader, "set_epoch"):
+            loader.set_epoch(self.current_epoch)
         frozen = self.finetune.frozen_at(self.current_epoch)
         for name, part in self.model.parts().items():
             part.requires_grad_(name not in frozen)
@@ -218,6 +298,7 @@ class TabularRegressor(L.LightningModule):
             self.model.parts()[name].eval()
         terms = self.objective_terms(batch)
         total = self.total_loss(terms)
+        self._last = (batch_idx, batch, {k: v.detach() for k, v in terms.items()})
         n = len(batch[2])
         self.log("train/loss", total, prog_bar=True, on_step=True, on_epoch=True, batch_size=n)
         if "supervised" in terms:
@@ -287,11 +368,72 @@ class TabularRegressor(L.LightningModule):
         x_num, x_cat, _, *ctx = batch
         return torch.expm1(self(x_num, x_cat, *ctx).clamp_min(0.0))  # seconds
 
+    def on_train_epoch_end(self) -> None:
+        if self.skipped:
+            self.log("train/skipped_batches", float(self.skipped))
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["val_rmsle_best"] = self.best  # so that a resumed run keeps its best
+        checkpoint["rng_states"] = rng_states()
+        checkpoint["nonfinite_skipped"] = self.skipped
+        # the metrics logged so far: what a run resumed after its last epoch reports (it has none to run)
+        checkpoint["metrics"] = {
+            k: float(v) for k, v in self.trainer.callback_metrics.items() if torch.as_tensor(v).numel() == 1
+        }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.best = float(checkpoint.get("val_rmsle_best", math.inf))
+        self._resume_rng = checkpoint.get("rng_states")
+        self.skipped = int(checkpoint.get("nonfinite_skipped", 0))
+        self.resumed_metrics = dict(checkpoint.get("metrics") or {})
+
+    # --- non-finite guard --------------------------------------------------------------------------
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Stop (or skip the update) on a non-finite loss or gradient, before it reaches the weights."""
+        if self._last is None:
+            return
+        loss = torch.stack([v.float().sum() for v in self._last[2].values()]).sum()
+        scaler = getattr(self.trainer.precision_plugin, "scaler", None)  # fp16: overflow is the scaler's
+        grads = [] if scaler is not None else [p.grad for p in self.parameters() if p.grad is not None]
+        norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=loss.device)
+        if bool(torch.isfinite(loss) & torch.isfinite(norm)):  # the one synchronization per step
+            return
+        msg = self._nonfinite_report(float(loss), float(norm), optimizer)
+        if self.nonfinite.action == "raise":
+            raise NonFiniteError(msg)
+        self.skipped += 1
+        for p in self.parameters():
+            p.grad = None  # AdamW leaves parameters without a gradient untouched: the batch is skipped
+        if self.skipped > self.nonfinite.max_skipped:
+            raise NonFiniteError(
+                f"{self.skipped} batches skipped for non-finite values (nonfinite.max_skipped="
+                f"{self.nonfinite.max_skipped}); the last: {msg}"
+            )
+        if self.skipped <= 10 or self.skipped % 100 == 0:
+            log.warning("skipped batch (%d so far): %s", self.skipped, msg)
+
+    def _nonfinite_report(self, loss: float, norm: float, optimizer: torch.optim.Optimizer) -> str:
+        assert self._last is not None
+        batch_idx, batch, terms = self._last
+        x_num, _, y, *_ = batch
+        spec = self.hparams["spec"]
+        names = [n["name"] for n in spec["numeric"]]
+        bad_cols = (~torch.isfinite(x_num)).sum(0).tolist() if x_num.numel() else []
+        inputs = {names[i] if i < len(names) else f"num_{i}": int(c) for i, c in enumerate(bad_cols) if c}
+        bad_y = int((~torch.isfinite(y)).sum())
+        bad_terms = [k for k, v in terms.items() if not bool(torch.isfinite(v).all())]
+        lrs = sorted({float(g["lr"]) for g in optimizer.param_groups})
+        what = f"loss {loss}" if not math.isfinite(loss) else f"gradient norm {norm} (loss {loss:.4g})"
+        found = (
+            f"non-finite inputs in this batch: {inputs}" if inputs else "the batch's inputs are all finite"
+        ) + (f", {bad_y} non-finite targets" if bad_y else "")
+        return (
+            f"non-finite {what} at global step {self.global_step}, epoch {self.current_epoch}, batch "
+            f"{batch_idx} ({len(y)} rows); loss terms non-finite: {bad_terms or 'none'}; {found}. "
+            f"Hint: lower optimizer.lr (now {lrs[-1]:.3g}), keep trainer.gradient_clip_val set "
+            f"(now {self.trainer.gradient_clip_val}), check the data of any feature named above; or "
+            "nonfinite.action=skip to skip such batches"
+        )
 
     # --- optimization ------------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:

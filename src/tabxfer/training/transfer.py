@@ -2,7 +2,8 @@
 
 ``python train.py init_from=<pretrained.ckpt> finetune=<strategy> data=<target>``:
 
-1. :func:`load_pretrained` reads the checkpoint with ``torch.load(weights_only=True)`` (no pickled code):
+1. :func:`load_pretrained` reads the checkpoint with :func:`tabxfer.training.checkpoint.read` (complete
+   archive, ``weights_only``: no pickled code):
    model config, weights, feature spec and the pretraining run's description (its corpus).
 2. The target's tensor cache is built *anchored* to that spec (:func:`tabxfer.features.pipeline.anchor`):
    shared columns keep the pretraining scalers and vocabularies, the target's own columns are appended,
@@ -25,6 +26,7 @@ import torch
 
 from tabxfer.features.spec import FeatureSpec
 from tabxfer.models.base import TabularModel
+from tabxfer.training import checkpoint
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,14 +44,10 @@ def load_pretrained(path: str | os.PathLike[str]) -> Pretrained:
     if not p.is_file():
         raise FileNotFoundError(f"init_from={p}: no such checkpoint file")
     try:
-        ckpt = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as e:  # truncated, not a checkpoint, or carries pickled code
-        raise ValueError(
-            f"init_from={p}: cannot read it as a tabxfer checkpoint ({type(e).__name__}: {e})"
-        ) from e
-    hp = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
-    if not hp or "model_cfg" not in hp or "spec" not in hp:
-        raise ValueError(f"init_from={p}: not a tabxfer checkpoint (no model_cfg/spec hyper-parameters)")
+        ckpt = checkpoint.read(p)  # complete archive, weights_only: truncated or unsafe files are refused
+        hp = checkpoint.hyper_parameters(ckpt, p)
+    except checkpoint.CheckpointError as e:
+        raise checkpoint.CheckpointError(f"init_from={e}") from None
     state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
     return Pretrained(
         path=p,
