@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
 
 
-def sweep(tmp: Path, *overrides: str) -> subprocess.CompletedProcess[str]:
+def sweep_command(tmp: Path, *overrides: str) -> tuple[list[str], dict[str, str]]:
     env = {
         **os.environ,
         "WANDB_MODE": "offline",
@@ -39,6 +39,11 @@ def sweep(tmp: Path, *overrides: str) -> subprocess.CompletedProcess[str]:
         "logger=wandb",
         *overrides,
     ]
+    return cmd, env
+
+
+def sweep(tmp: Path, *overrides: str) -> subprocess.CompletedProcess[str]:
+    cmd, env = sweep_command(tmp, *overrides)
     p = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     return p
@@ -129,19 +134,81 @@ def postgres_url():
         shutil.rmtree(root, ignore_errors=True)
 
 
-def test_two_workers_share_one_postgres_study(tmp_path, postgres_url):
-    p = sweep(
+@pytest.mark.reliability
+def test_two_workers_share_one_postgres_study_and_survive_a_killed_worker(tmp_path, postgres_url):
+    """2 workers on one PostgreSQL study; worker 1 is SIGKILLed mid-trial: its trial is marked failed and
+    rerun, worker 0 finishes the study, rerunning resumes it. The storage URL carries a password and the
+    environment a W&B key: neither appears in any file the sweep wrote, nor in its output."""
+    import secrets
+    import signal
+    import time
+
+    password, api_key = "pw" + secrets.token_hex(8), secrets.token_hex(20)
+    url = postgres_url.replace("postgres@", f"postgres:{password}@")  # trust auth: the password is unused
+    cmd, env = sweep_command(
         tmp_path,
         "hydra.sweeper.n_trials=4",
         "hydra.sweeper.n_workers=2",
-        f"hydra.sweeper.storage='{postgres_url}'",
+        f"hydra.sweeper.storage='{url}'",
     )
+    env["WANDB_API_KEY"] = api_key
+    main = subprocess.Popen(
+        cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    killed_trial, deadline = None, time.time() + 400
+    while killed_trial is None and main.poll() is None and time.time() < deadline:
+        time.sleep(1.0)
+        try:
+            running = optuna.load_study(study_name="t", storage=postgres_url).get_trials(
+                states=(TrialState.RUNNING,)
+            )
+        except KeyError:  # the study does not exist yet
+            continue
+        for t in running:
+            pid = int(t.user_attrs.get("worker", "::").split(":")[1] or 0)
+            if pid and pid != main.pid:  # worker 1's trial: kill its process mid-trial
+                time.sleep(2.0)
+                os.kill(pid, signal.SIGKILL)
+                killed_trial = t.number
+                break
+    out, _ = main.communicate(timeout=600)
+    assert killed_trial is not None, "worker 1 never ran a trial: nothing was killed\n" + out[-3000:]
+    assert main.returncode == 0, out[-3000:]  # worker 0 went on and finished the study
     study = optuna.load_study(study_name="t", storage=postgres_url)
-    done = [t for t in study.get_trials() if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
-    assert len(done) >= 4
-    workers = {t.user_attrs["worker"].split(":")[1] for t in done}
-    assert len(workers) == 2  # both processes ran trials of the one study
-    assert len({t.number for t in done}) == len(done)
+    trials = {t.number: t for t in study.get_trials()}
+    assert trials[killed_trial].state == TrialState.FAIL
+    retry = [t for t in trials.values() if t.user_attrs.get("retry_of") == killed_trial]
+    assert len(retry) == 1 and retry[0].state in (TrialState.COMPLETE, TrialState.PRUNED)
+    assert retry[0].params == trials[killed_trial].params
+    done = [t for t in trials.values() if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(done) >= 4 and len({t.user_attrs["worker"].split(":")[1] for t in trials.values()}) == 2
     dirs = {t.user_attrs["output_dir"] for t in done}
     assert len(dirs) == len(done) and all(Path(d, "metrics.json").exists() for d in dirs)
-    assert "postgres@/postgres" in p.stdout + p.stderr  # logged (no password in this URL to redact)
+    assert "postgres:***@/postgres" in out  # logged, masked
+
+    # rerunning resumes the same study (one more trial, one worker)
+    p = subprocess.run(
+        [*cmd[:-3], "hydra.sweeper.n_trials=5", f"hydra.sweeper.storage='{url}'"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    assert st_finished(postgres_url) == max(len(done), 5)
+
+    leaks = {}
+    for f in tmp_path.rglob("*"):
+        if f.is_file() and "cache" not in f.parts:
+            data = f.read_bytes()
+            hits = [n for n in (password, api_key) if n.encode() in data]
+            if hits:
+                leaks[str(f.relative_to(tmp_path))] = hits
+    assert leaks == {}
+    assert password not in out + p.stdout + p.stderr and api_key not in out + p.stdout + p.stderr
+
+
+def st_finished(storage: str) -> int:
+    study = optuna.load_study(study_name="t", storage=storage)
+    return len(study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED)))
