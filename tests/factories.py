@@ -73,3 +73,32 @@ def tiny_run_config(root: Path, name: str, *overrides: str, n_trips: int = 2000)
                 *overrides,
             ],
         )
+
+
+KAGGLE_HEADER = [
+    "id", "vendor_id", "pickup_datetime", "dropoff_datetime", "passenger_count", "pickup_longitude",
+    "pickup_latitude", "dropoff_longitude", "dropoff_latitude", "store_and_fwd_flag", "trip_duration",
+]  # fmt: skip
+KAGGLE_T0 = dt.datetime(2016, 3, 14, 17, 0, 0)
+
+
+def kaggle_row(i: int, **over: str) -> dict[str, str]:
+    """A valid Kaggle NYC train row, distinct for each ``i`` (own id, pickup ``i`` minutes after
+    ``KAGGLE_T0``); ``over`` replaces fields."""
+    pickup = KAGGLE_T0 + dt.timedelta(minutes=i)
+    duration = 400 + i
+    row = {
+        "id": f"id{i:04d}",
+        "vendor_id": str(1 + i % 2),
+        "pickup_datetime": f"{pickup:%Y-%m-%d %H:%M:%S}",
+        "dropoff_datetime": f"{pickup + dt.timedelta(seconds=duration):%Y-%m-%d %H:%M:%S}",
+        "passenger_count": str(1 + i % 6),
+        "pickup_longitude": f"{-73.982155 + i * 1e-4:.6f}",
+        "pickup_latitude": "40.767937",
+        "dropoff_longitude": "-73.964630",
+        "dropoff_latitude": "40.765602",
+        "store_and_fwd_flag": "N",
+        "trip_duration": str(duration),
+    }
+    row.update(over)
+    return row

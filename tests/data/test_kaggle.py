@@ -11,6 +11,7 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
+from factories import KAGGLE_T0, kaggle_row
 from tabxfer.data.cities import city_bounds
 from tabxfer.data.schema import CORE_COLUMNS, CORE_SCHEMA, DataError
 from tabxfer.data.sources import KaggleNYCTaxi
@@ -29,28 +30,10 @@ HEADER = [
     "trip_duration",
 ]
 TEST_HEADER = [c for c in HEADER if c not in ("dropoff_datetime", "trip_duration")]
-T0 = dt.datetime(2016, 3, 14, 17, 0, 0)
+T0 = KAGGLE_T0
 
 
-def trip(i: int, **over: str) -> dict[str, str]:
-    """A valid Kaggle train row, distinct for each ``i`` (own id, pickup ``i`` minutes after T0)."""
-    pickup = T0 + dt.timedelta(minutes=i)
-    duration = 400 + i
-    row = {
-        "id": f"id{i:04d}",
-        "vendor_id": str(1 + i % 2),
-        "pickup_datetime": f"{pickup:%Y-%m-%d %H:%M:%S}",
-        "dropoff_datetime": f"{pickup + dt.timedelta(seconds=duration):%Y-%m-%d %H:%M:%S}",
-        "passenger_count": str(1 + i % 6),
-        "pickup_longitude": f"{-73.982155 + i * 1e-4:.6f}",
-        "pickup_latitude": "40.767937",
-        "dropoff_longitude": "-73.964630",
-        "dropoff_latitude": "40.765602",
-        "store_and_fwd_flag": "N",
-        "trip_duration": str(duration),
-    }
-    row.update(over)
-    return row
+trip = kaggle_row
 
 
 def write_csv(path: Path, rows: list, header: list[str] = HEADER) -> Path:

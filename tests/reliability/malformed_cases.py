@@ -30,6 +30,7 @@ from typing import Any
 
 import polars as pl
 
+from factories import KAGGLE_HEADER, KAGGLE_T0, kaggle_row
 from tabxfer.data.cities import city_bounds
 from tabxfer.data.geo import haversine_km
 from tabxfer.data.quality import DEFAULT_MAX_SPEED_KMH, Validation
@@ -181,32 +182,8 @@ def kept_row_problems(df: pl.DataFrame) -> list[str]:
 
 # --- valid rows to break ------------------------------------------------------------------------------
 
-KAGGLE = [
-    "id", "vendor_id", "pickup_datetime", "dropoff_datetime", "passenger_count", "pickup_longitude",
-    "pickup_latitude", "dropoff_longitude", "dropoff_latitude", "store_and_fwd_flag", "trip_duration",
-]  # fmt: skip
-T0 = dt.datetime(2016, 3, 14, 17, 0, 0)
-
-
-def kaggle_row(i: int, **over: str) -> dict[str, str]:
-    """A valid Kaggle train row, distinct for each ``i`` (own id, pickup ``i`` minutes after T0)."""
-    pickup = T0 + dt.timedelta(minutes=i)
-    duration = 400 + i
-    row = {
-        "id": f"id{i:04d}",
-        "vendor_id": str(1 + i % 2),
-        "pickup_datetime": f"{pickup:%Y-%m-%d %H:%M:%S}",
-        "dropoff_datetime": f"{pickup + dt.timedelta(seconds=duration):%Y-%m-%d %H:%M:%S}",
-        "passenger_count": str(1 + i % 6),
-        "pickup_longitude": f"{-73.982155 + i * 1e-4:.6f}",
-        "pickup_latitude": "40.767937",
-        "dropoff_longitude": "-73.964630",
-        "dropoff_latitude": "40.765602",
-        "store_and_fwd_flag": "N",
-        "trip_duration": str(duration),
-    }
-    row.update(over)
-    return row
+KAGGLE = KAGGLE_HEADER
+T0 = KAGGLE_T0
 
 
 def kaggle_rows(n: int = 10, k: int = 0, **bad: str) -> list[list[str]]:
