@@ -70,11 +70,16 @@ def redact_obj(obj: Any) -> Any:
 
 
 class RedactingFilter(logging.Filter):
-    """Masks secrets in every log record that passes through the handler it is attached to."""
+    """Masks secrets in every log record that passes through the handler it is attached to (the
+    credential variables are read once, when the filter is made)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.secrets = secret_values()
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        masked = redact(message)
+        masked = redact(message, self.secrets)
         if masked != message:
             record.msg, record.args = masked, None
         return True

@@ -39,7 +39,7 @@ from tabxfer import security
 from tabxfer.config import register_resolvers, validate
 from tabxfer.evaluation.metrics import rmsle
 from tabxfer.features.cache import SplitArrays, TensorCache
-from tabxfer.io import write_error
+from tabxfer.io import write_error, write_text_atomic
 from tabxfer.models.baselines import TreeBaseline
 from tabxfer.prepare import dataset_cache
 from tabxfer.sweep import trial
@@ -96,9 +96,7 @@ def environment() -> dict[str, Any]:
 
 
 def write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1, default=str))
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(obj, indent=1, default=str))
 
 
 def resume_path(cfg: DictConfig, out: Path) -> str | None:

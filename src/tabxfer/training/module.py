@@ -215,7 +215,8 @@ class TabularRegressor(L.LightningModule):
         self.finetune = Finetune.of(finetune)
         self.nonfinite = NonFinite.of(nonfinite)
         self.skipped = 0  # batches whose update was skipped (nonfinite.action=skip)
-        self._last: tuple[int, tuple[Tensor, ...], dict[str, Tensor]] | None = None  # batch_idx, batch, terms
+        # the last training step: batch_idx, batch, loss terms, total loss (for the non-finite guard)
+        self._last: tuple[int, tuple[Tensor, ...], dict[str, Tensor], Tensor] | None = None
         self._resume_rng: Mapping[str, Any] | None = None
         self.resumed_metrics: dict[str, float] = {}  # logged metrics from the checkpoint resumed from
         self._frozen: set[str] = set(self.finetune.freeze)  # set per epoch (gradual unfreezing)
@@ -298,7 +299,7 @@ class TabularRegressor(L.LightningModule):
             self.model.parts()[name].eval()
         terms = self.objective_terms(batch)
         total = self.total_loss(terms)
-        self._last = (batch_idx, batch, {k: v.detach() for k, v in terms.items()})
+        self._last = (batch_idx, batch, {k: v.detach() for k, v in terms.items()}, total.detach())
         n = len(batch[2])
         self.log("train/loss", total, prog_bar=True, on_step=True, on_epoch=True, batch_size=n)
         if "supervised" in terms:
@@ -392,7 +393,7 @@ class TabularRegressor(L.LightningModule):
         """Stop (or skip the update) on a non-finite loss or gradient, before it reaches the weights."""
         if self._last is None:
             return
-        loss = torch.stack([v.float().sum() for v in self._last[2].values()]).sum()
+        loss = self._last[3]
         scaler = getattr(self.trainer.precision_plugin, "scaler", None)  # fp16: overflow is the scaler's
         grads = [] if scaler is not None else [p.grad for p in self.parameters() if p.grad is not None]
         norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=loss.device)
@@ -414,7 +415,7 @@ class TabularRegressor(L.LightningModule):
 
     def _nonfinite_report(self, loss: float, norm: float, optimizer: torch.optim.Optimizer) -> str:
         assert self._last is not None
-        batch_idx, batch, terms = self._last
+        batch_idx, batch, terms, _ = self._last
         x_num, _, y, *_ = batch
         spec = self.hparams["spec"]
         names = [n["name"] for n in spec["numeric"]]
