@@ -36,7 +36,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from tabxfer import security
-from tabxfer.config import register_resolvers, validate
+from tabxfer.config import MODEL_FILLED, register_resolvers, validate
 from tabxfer.evaluation.metrics import rmsle
 from tabxfer.features.cache import SplitArrays, TensorCache
 from tabxfer.io import write_error, write_text_atomic
@@ -70,6 +70,9 @@ def model_config(model_cfg: DictConfig, cache: TensorCache) -> dict[str, Any]:
     }
     if cache.context_hours is not None:  # a temporal input for models that take one
         fill |= {"n_ctx": len(cache.manifest["context"]["channels"]), "ctx_len": cache.context_hours}
+    assert fill.keys() <= MODEL_FILLED, (
+        "config.MODEL_FILLED (what validate exempts) must name every filled size"
+    )
     cfg.update({k: v for k, v in fill.items() if k in accepts and cfg.get(k) is None})
     return cfg
 
