@@ -29,14 +29,6 @@ def shared_data() -> Path:
     return root
 
 
-def require_dataset(root: Path, name: str) -> Path:
-    """``root/name`` or skip, naming what is missing."""
-    path = root / name
-    if not path.exists():
-        pytest.skip(f"real dataset {name!r} not found under {root}")
-    return path
-
-
 @pytest.fixture
 def trips():
     """2,000 canonical-schema NYC-like trips (polars DataFrame)."""

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+import pytest
 
 from tabxfer.data.schema import CORE_SCHEMA
 
@@ -102,3 +103,11 @@ def kaggle_row(i: int, **over: str) -> dict[str, str]:
     }
     row.update(over)
     return row
+
+
+def require_dataset(root: Path, name: str) -> Path:
+    """``root/name`` or skip, naming what is missing."""
+    path = root / name
+    if not path.exists():
+        pytest.skip(f"real dataset {name!r} not found under {root}")
+    return path

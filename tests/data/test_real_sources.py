@@ -12,7 +12,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from conftest import require_dataset
+from factories import require_dataset
 from tabxfer.data.cities import city_bounds
 from tabxfer.data.sources import KaggleNYCTaxi, TLCTrips
 

@@ -9,8 +9,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from conftest import require_dataset
-from factories import write_table
+from factories import require_dataset, write_table
 from tabxfer.data.schema import CORE_COLUMNS, DataError
 from tabxfer.data.sources import SeabornTaxis, StatsmathsNYCTaxi
 

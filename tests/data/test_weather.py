@@ -9,7 +9,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from conftest import require_dataset
+from factories import require_dataset
 from tabxfer.data.schema import DataError
 from tabxfer.data.weather import TRACE_INCHES, load_daily_weather
 

@@ -263,7 +263,7 @@ def test_bad_input_exits_2_naming_the_file_and_column(
 # --- real data -----------------------------------------------------------------------------------------
 @pytest.mark.real_data
 def test_two_real_months_of_green_taxis(shared_data, tmp_path):
-    from conftest import require_dataset
+    from factories import require_dataset
 
     green = require_dataset(shared_data, "nyc_tlc_green_trips")
     require_dataset(shared_data, "nyc_tlc_taxi_zones")
