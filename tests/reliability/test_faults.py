@@ -27,8 +27,9 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 # About 19 steps per epoch (2400 training rows / 128), 4 epochs; one validation batch and one or two
-# checkpoint saves (best.ckpt when it improved, last.ckpt) per epoch.
-@pytest.mark.parametrize("model", ["mlp", "tabnet"])
+# checkpoint saves (best.ckpt when it improved, last.ckpt) per epoch. One model here (CI time); every
+# model is killed at 3 points by scripts/fault_campaign.py, which runs the same harness.
+@pytest.mark.parametrize("model", ["mlp"])
 def test_killed_run_resumes_to_the_same_metrics(model: str, cache_dir: Path, tmp_path: Path) -> None:
     _, ref = run_to_end(train_command(tmp_path / "ref", cache_dir, model))
     rng = random.Random(f"kills-{model}")

@@ -17,6 +17,7 @@ says what happened and that the previous file is intact; the temporary file is r
 
 from __future__ import annotations
 
+import functools
 import os
 import pickle
 import zipfile
@@ -25,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from tabxfer.io import write_error
 
@@ -148,23 +148,37 @@ def _alive(pid: int) -> bool:
     return True
 
 
-class SafeCheckpointIO(TorchCheckpointIO):
-    """Lightning's checkpoint I/O through :func:`save` and :func:`read` (atomic writes, checked reads,
-    ``weights_only`` always)."""
+@functools.cache
+def _safe_checkpoint_io() -> type:
+    from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 
-    def save_checkpoint(
-        self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None
-    ) -> None:
-        if storage_options is not None:
-            raise TypeError(f"{type(self).__name__} takes no storage_options")
-        save(checkpoint, path)
+    class SafeCheckpointIO(TorchCheckpointIO):
+        """Lightning's checkpoint I/O through :func:`save` and :func:`read` (atomic writes, checked reads,
+        ``weights_only`` always)."""
 
-    def load_checkpoint(
-        self,
-        path: Any,
-        map_location: Any = lambda storage, loc: storage,
-        weights_only: bool | None = None,
-    ) -> dict[str, Any]:
-        if weights_only is False:
-            raise CheckpointError(f"{path}: tabxfer loads checkpoints with weights_only=True only")
-        return read(path, map_location=map_location)
+        def save_checkpoint(
+            self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None
+        ) -> None:
+            if storage_options is not None:
+                raise TypeError(f"{type(self).__name__} takes no storage_options")
+            save(checkpoint, path)
+
+        def load_checkpoint(
+            self,
+            path: Any,
+            map_location: Any = lambda storage, loc: storage,
+            weights_only: bool | None = None,
+        ) -> dict[str, Any]:
+            if weights_only is False:
+                raise CheckpointError(f"{path}: tabxfer loads checkpoints with weights_only=True only")
+            return read(path, map_location=map_location)
+
+    return SafeCheckpointIO
+
+
+def __getattr__(name: str) -> Any:
+    """``SafeCheckpointIO`` is built on first use (PEP 562), so that saving and reading checkpoints does
+    not import Lightning (seconds per process)."""
+    if name == "SafeCheckpointIO":
+        return _safe_checkpoint_io()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
