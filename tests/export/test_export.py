@@ -23,8 +23,6 @@ from tabxfer.train import run
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))
 from test_transfer import DEEP, TINY, compose_train
 
-EXPORT_TINY = {**TINY, "tft": [*TINY["tft"], "data.features.context=false"]}
-
 
 @pytest.fixture(scope="module")
 def artifacts(tmp_path_factory) -> dict[str, tuple[Path, dict]]:
@@ -40,7 +38,7 @@ def artifacts(tmp_path_factory) -> dict[str, tuple[Path, dict]]:
                 "data=synthetic",
                 "data.sources.nyc.n=3000",
                 f"model={model}",
-                *EXPORT_TINY[model],
+                *TINY[model],  # TFT reads the hourly context (the default data config)
             )
         )
         art = root / model / "export"
@@ -89,9 +87,11 @@ def guard(name, *a, **k):
 builtins.__import__ = guard
 art = sys.argv[1]
 sys.path.insert(0, art)
-import numpy as np, serve
+import os, numpy as np, serve
 sess = serve.session(art + "/model.onnx", "cpu")
 cols = serve.read_csv(art + "/example_input.csv")
+if os.path.exists(art + "/example_context.npy"):  # a model that reads the hourly context (TFT)
+    cols["context"] = np.load(art + "/example_context.npy")
 for n in (1, 7, len(cols["pickup_ts"])):
     pred = serve.predict(sess, {k: v[:n] for k, v in cols.items()})
 want = serve.read_csv(art + "/example_output.csv")["log_duration_torch"].astype(float)
@@ -100,7 +100,7 @@ print(sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "polars", "t
 """
 
 
-@pytest.mark.parametrize("model", ["mlp", "tabnet"])
+@pytest.mark.parametrize("model", ["mlp", "tabnet", "tft"])
 def test_artifact_runs_with_onnxruntime_and_numpy_only(model, artifacts, tmp_path):
     art, _ = artifacts[model]
     out = subprocess.run(
@@ -139,6 +139,91 @@ def test_predict_cli_and_serve_script(artifacts, tmp_path):
     )
     assert out.returncode == 0, out.stderr
     assert (tmp_path / "p.csv").read_text().startswith("duration_s,log_duration")
+
+
+def test_tft_context_is_an_input_that_matters_and_history_rebuilds_it(artifacts, tmp_path):
+    """The TFT graph takes the raw hourly context; the numpy-only ``context_from_history`` shipped in
+    serve.py rebuilds, from the training trips, exactly the context the cache trained the model on."""
+    import polars as pl
+
+    from tabxfer.export import serve
+    from tabxfer.export.artifact import held_out
+    from tabxfer.features.spec import FeatureSpec
+    from tabxfer.train import load
+
+    art, rep = artifacts["tft"]
+    sess = serve.session(art / "model.onnx", "cpu")
+    schema = {s["name"]: s for s in serve.input_schema(sess)}
+    assert schema["context"]["shape"] == ["batch", 24, 4]
+    spec = serve.feature_spec(sess)
+    assert spec["context"]["hours"] == 24 and len(spec["context"]["mean"]) == 4
+
+    # every row of the training data, each with the context the cache built for it (raw units)
+    config = load(rep["checkpoint"]).hparams["meta"]["config"]
+    everything = held_out(
+        config, dict.fromkeys(("train", "val", "test"), 10**9), spec=FeatureSpec.from_dict(spec)
+    )
+    history = pl.concat(list(everything.values()))
+    trips = everything["test"]
+
+    def cols(df: pl.DataFrame) -> dict[str, np.ndarray]:
+        c = {
+            k: df[k].to_numpy()
+            for k in ("pickup_lat", "pickup_lon", "dropoff_lat", "dropoff_lon", "duration_s")
+        }
+        return c | {"pickup_ts": df["pickup_time"].dt.epoch("s").to_numpy(), "city": df["city"].to_numpy()}
+
+    rebuilt = serve.context_from_history(spec, cols(trips), cols(history))
+    want = np.stack(trips["__ctx_raw"].to_numpy())
+    assert rebuilt.shape == want.shape == (trips.height, 24, 4)
+    np.testing.assert_allclose(rebuilt, want, rtol=1e-6, atol=1e-6, equal_nan=True)
+    assert np.isfinite(want[..., 1]).mean() > 0.2 and np.isnan(want).any()  # real speeds, and unknowns
+
+    # the context changes the prediction: the graph really reads it
+    feeds = serve.read_csv(art / "example_input.csv")
+    ctx = np.load(art / "example_context.npy")
+    base = serve.predict(sess, {**feeds, "context": ctx})["log_duration"]
+    want_out = serve.read_csv(art / "example_output.csv")["log_duration_torch"].astype(float)
+    assert np.abs(base - want_out).max() <= FP32_TOL
+    busier = ctx.copy()
+    busier[..., 0::2] *= 10  # ten times the completed trips in every hour
+    assert np.abs(serve.predict(sess, {**feeds, "context": busier})["log_duration"] - base).max() > 1e-3
+    with pytest.raises(KeyError, match="context"):
+        serve.predict(sess, feeds)  # a trip without its context is refused by name
+
+    # the command line takes the context as a .npy file
+    script = [sys.executable, str(art / "serve.py"), str(art / "model.onnx"), str(art / "example_input.csv")]
+    out = subprocess.run([*script, str(tmp_path / "p.csv"), "--context", str(art / "example_context.npy")],
+                         capture_output=True, text=True)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    got = serve.read_csv(tmp_path / "p.csv")["log_duration"].astype(float)
+    np.testing.assert_allclose(got, base, rtol=1e-5)
+    out = subprocess.run([*script, str(tmp_path / "q.csv")], capture_output=True, text=True)
+    assert out.returncode == 2 and "context" in out.stderr
+
+    from tabxfer.monitor.reference import BadReference, from_artifact
+
+    with pytest.raises(BadReference, match="hourly context"):  # drift: new trips carry no context
+        from_artifact(art, rows=100, seed=0, bins=10)
+
+
+def test_context_flat_features_export(tmp_path):
+    """An MLP with ``context_flat`` features: the graph derives them from the raw context input, as the
+    cache builder did (fp32 parity), and they matter."""
+    from tabxfer.export import serve
+
+    res = run(compose_train(tmp_path, "mlp", "data=synthetic", "data.sources.nyc.n=3000", "model=mlp",
+                            *TINY["mlp"], "data.features.context_flat=true"))  # fmt: skip
+    art = tmp_path / "export"
+    rep = export_checkpoint(res["best_checkpoint"], art, quantize="none", rows=600)
+    assert max(rep["variants"]["none"]["max_abs_diff_log_by_batch"].values()) <= FP32_TOL
+    sess = serve.session(art / "model.onnx", "cpu")
+    assert "ctx_city_speed_24h" in [f["name"] for f in serve.feature_spec(sess)["numeric"]]
+    feeds, ctx = serve.read_csv(art / "example_input.csv"), np.load(art / "example_context.npy")
+    base = serve.predict(sess, {**feeds, "context": ctx})["log_duration"]
+    slower = ctx.copy()
+    slower[..., 1::2] -= 1.0  # every hour's mean log speed lower
+    assert np.abs(serve.predict(sess, {**feeds, "context": slower})["log_duration"] - base).max() > 1e-4
 
 
 def test_drift_against_an_artifact_reads_its_profile_not_the_training_data(artifacts, tmp_path, monkeypatch):

@@ -10,6 +10,7 @@
         inputs.json                the input schema (also in each graph's metadata): names, dtypes,
                                    valid ranges, NaN = missing or not, vocabularies of string inputs
         example_input.csv          raw rows in the graph's input format; example_output.csv: fp32 outputs
+        example_context.npy        their hourly context (N, T, 4), for a model that reads one
         serve.py                   numpy + onnxruntime only: run the artifact on a CSV
         reference_profile.json     the training rows' feature/prediction distributions and held-out RMSLE
                                    by slice: what ``tabxfer drift`` compares new data with
@@ -51,6 +52,8 @@ from tabxfer.export import serve
 from tabxfer.export.graph import RawFeatures
 from tabxfer.export.onnx_graph import RawInput, RawTripModel, export_raw_graph, loader_ranges, raw_inputs
 from tabxfer.features import pipeline
+from tabxfer.features.context import FLAT as CONTEXT_FLAT
+from tabxfer.features.context import build_context
 from tabxfer.features.spec import FeatureSpec
 from tabxfer.features.splits import assign_split
 from tabxfer.io import publish_dir
@@ -61,25 +64,42 @@ QUANT_GOAL = 0.002  # RMSLE change goal for int8 / fp16
 PARITY_BATCHES = (1, 7, 4096)
 
 
+def context_hours(module: Any) -> int:
+    """Length of the context sequence the module's model reads (TFT built with ``n_ctx``), else 0."""
+    model = module.model
+    n_ctx = getattr(model, "n_ctx", 0) or getattr(getattr(model, "embed", None), "n_ctx", 0)
+    if not (module.takes_context and n_ctx):
+        return 0
+    return int(getattr(model, "ctx_len", 0) or model.embed.ctx_len)
+
+
 def raw_model(module: Any) -> tuple[RawTripModel, FeatureSpec]:
-    """The exportable ``RawTripModel`` of a trained :class:`~tabxfer.training.module.TabularRegressor`."""
+    """The exportable ``RawTripModel`` of a trained :class:`~tabxfer.training.module.TabularRegressor`.
+
+    A model that reads the hourly context (TFT with ``data.features.context``, or any model with
+    ``context_flat`` features) gets it as a raw input, standardized in the graph with the statistics the
+    cache recorded in ``spec.context``."""
     spec = FeatureSpec.from_dict(module.hparams["spec"])
-    n_ctx = getattr(module.model, "n_ctx", 0) or getattr(getattr(module.model, "embed", None), "n_ctx", 0)
-    if module.takes_context and n_ctx:
-        raise NotImplementedError(
-            "exporting a model that reads the context sequence (TFT with data.features.context=true) "
-            "needs the context's statistics in the spec; train TFT with data.features.context=false to export"
-        )
     features = RawFeatures(spec)
-    if features.uses_context_flat:
-        raise NotImplementedError("exporting context_flat features is not supported yet")
+    takes_context = context_hours(module) > 0
+    ctx_mean = ctx_std = None
+    if takes_context or features.uses_context_flat:
+        if not spec.context:
+            raise ValueError(
+                "this model reads the hourly context, but its feature spec lacks the context's statistics "
+                "(spec.context: a checkpoint from before tabxfer 0.1 recorded them); train it again to export"
+            )
+        ctx_mean = torch.tensor(spec.context["mean"], dtype=torch.float64)
+        ctx_std = torch.tensor(spec.context["std"], dtype=torch.float64)
     model = RawTripModel(
         features,
         module.model.eval(),
         y_mean=float(module.y_mean),
         y_std=float(module.y_std),
         target_transform=spec.target.transform,
-        takes_context=False,
+        takes_context=takes_context,
+        ctx_mean=ctx_mean,
+        ctx_std=ctx_std,
     )
     return model.eval(), spec
 
@@ -93,9 +113,20 @@ def input_ranges(config: Mapping[str, Any] | None) -> dict[str, tuple[float, flo
     return {k: (min(r[k][0] for r in each), max(r[k][1] for r in each)) for k in each[0]}
 
 
-def held_out(config: Mapping[str, Any], rows: Mapping[str, int], *, seed: int = 0) -> dict[str, pl.DataFrame]:
+def held_out(
+    config: Mapping[str, Any],
+    rows: Mapping[str, int],
+    *,
+    seed: int = 0,
+    spec: FeatureSpec | None = None,
+) -> dict[str, pl.DataFrame]:
     """Up to ``rows[split]`` canonical rows of each named split of the data a run was trained on (its
-    resolved config); the sources are loaded once."""
+    resolved config); the sources are loaded once.
+
+    With a ``spec`` that has a context (``spec.context``), each row also carries its hourly context,
+    rebuilt over every row of the data as the cache did: ``__ctx`` in model units (what the batcher
+    feeds) and ``__ctx_raw`` in raw units (the exported graph's ``context`` input), both
+    ``(T, 4)`` arrays."""
     data = config["data"]
     frames = []
     for i, (name, node) in enumerate(data["sources"].items()):
@@ -105,6 +136,8 @@ def held_out(config: Mapping[str, Any], rows: Mapping[str, int], *, seed: int = 
     df = assign_split(
         pl.concat(frames, how="diagonal_relaxed") if len(frames) > 1 else frames[0], data.get("split")
     )
+    if spec is not None and spec.context:
+        df = with_context(df, spec)
     out = {}
     for k, (split, n) in enumerate(rows.items()):
         part = df.filter(pl.col("split") == split)
@@ -116,12 +149,53 @@ def held_out(config: Mapping[str, Any], rows: Mapping[str, int], *, seed: int = 
     return out
 
 
+def with_context(df: pl.DataFrame, spec: FeatureSpec) -> pl.DataFrame:
+    """``df`` (every row the cache was built from, in its order) with ``__ctx`` and ``__ctx_raw``
+    columns; refuses when the rebuilt context's statistics differ from the ones the model was trained
+    with (the data changed since)."""
+    ctx_info = dict(spec.context or {})
+    ctx = build_context(
+        df,
+        spec.city_centers,
+        hours=int(ctx_info["hours"]),
+        region_km=float(ctx_info["region_km"]),
+        min_region_trips=int(ctx_info["min_region_trips"]),
+        keep_raw=True,
+    )
+    got, want = np.array([*ctx.mean, *ctx.std]), np.array([*ctx_info["mean"], *ctx_info["std"]])
+    if not np.allclose(got, want, rtol=1e-6, atol=1e-9):
+        raise ValueError(
+            "the hourly context rebuilt from the run's sources differs from the one it was trained on "
+            f"(mean, std per channel: {got.round(6).tolist()} vs {want.round(6).tolist()}): the data changed"
+        )
+    rows = np.arange(df.height)
+    shape = (ctx.hours, 4)
+    return df.with_columns(
+        pl.Series("__ctx", ctx.sequences(rows), dtype=pl.Array(pl.Float32, shape)),
+        pl.Series(
+            "__ctx_raw", ctx.sequences(rows, raw=True).astype(np.float32), dtype=pl.Array(pl.Float32, shape)
+        ),
+    )
+
+
+def context_array(df: pl.DataFrame, column: str = "__ctx") -> np.ndarray:
+    """The ``(N, T, 4)`` float32 context of rows loaded by :func:`held_out` with a spec."""
+    if column not in df.columns:
+        raise ValueError(
+            "these rows carry no hourly context, and the model reads it: load them with "
+            "held_out(..., spec=spec)"
+        )
+    return np.array(df[column].to_numpy(), dtype=np.float32)  # a writable copy (torch.from_numpy)
+
+
 def raw_columns(df: pl.DataFrame, inputs: Sequence[RawInput]) -> dict[str, np.ndarray]:
     """Canonical trips -> the graph's input arrays."""
     out: dict[str, np.ndarray] = {}
     for i in inputs:
         if i.name == "pickup_ts":
             out[i.name] = df["pickup_time"].dt.epoch("s").to_numpy().astype(np.int64)
+        elif i.name == "context":
+            out[i.name] = context_array(df, "__ctx_raw")
         elif i.dtype == "string":
             col = df[i.name].cast(pl.String) if i.name in df.columns else pl.Series([None] * df.height)
             out[i.name] = np.array(col.fill_null("").to_list(), dtype=object)
@@ -132,14 +206,33 @@ def raw_columns(df: pl.DataFrame, inputs: Sequence[RawInput]) -> dict[str, np.nd
 
 
 def torch_log_pred(module: Any, spec: FeatureSpec, df: pl.DataFrame, batch: int = 4096) -> np.ndarray:
-    """The torch model's log-duration on features from the polars pipeline (the reference)."""
+    """The torch model's log-duration on features from the polars pipeline (the reference). A model
+    that reads the context gets it from ``df``'s ``__ctx`` column (:func:`held_out` with the spec), as
+    the training batcher feeds it (and, for ``context_flat`` features, as the cache builder derives them)."""
+    reads_context = context_hours(module) > 0
+    flat = [n for n in CONTEXT_FLAT if n in spec.numeric_names]
+    ctx = context_array(df) if (reads_context or flat) else None
+    if ctx is not None and flat:  # Context.flat() on the gathered sequence (last step = the hour before)
+        values = {
+            "ctx_city_trips_1h": ctx[:, -1, 0],
+            "ctx_city_speed_1h": ctx[:, -1, 1],
+            "ctx_city_speed_24h": ctx[:, -min(ctx.shape[1], 24) :, 1].mean(axis=1),
+            "ctx_region_trips_1h": ctx[:, -1, 2],
+            "ctx_region_speed_1h": ctx[:, -1, 3],
+        }
+        df = df.with_columns([pl.Series(n, values[n], dtype=pl.Float64) for n in flat])
     arr = pipeline.to_arrays(pipeline.transform(df.lazy(), spec).collect(), spec)
     out = []
     with torch.no_grad():
         for s in range(0, len(arr["y"]), batch):
             xn = torch.from_numpy(arr["x_num"][s : s + batch])
             xc = torch.from_numpy(arr["x_cat"][s : s + batch]).long()
-            out.append(module.eval()(xn, xc).numpy())
+            args = (
+                (xn, xc)
+                if not reads_context or ctx is None
+                else (xn, xc, torch.from_numpy(ctx[s : s + batch]))
+            )
+            out.append(module.eval()(*args).numpy())
     return np.concatenate(out).astype(np.float64)
 
 
@@ -224,11 +317,17 @@ def export_checkpoint(
     modes = q.parse(quantize)
     meta = dict(module.hparams.get("meta") or {})
     model, spec = raw_model(module)
-    inputs = raw_inputs(model.features, ranges=input_ranges(meta.get("config")))
+    hours = int(spec.context["hours"]) if model.needs_context and spec.context else None
+    inputs = raw_inputs(model.features, hours, ranges=input_ranges(meta.get("config")))
     if "config" not in meta:
         raise ValueError(f"{ckpt}: no training config in the checkpoint's meta; cannot find held-out rows")
     t0 = time.perf_counter()
-    parts = held_out(meta["config"], {"test": rows, "train": max(calibration_rows, profile_rows)}, seed=seed)
+    parts = held_out(
+        meta["config"],
+        {"test": rows, "train": max(calibration_rows, profile_rows)},
+        seed=seed,
+        spec=spec if model.needs_context else None,
+    )
     test, train = parts["test"], parts["train"]
     log_true = np.log1p(test["duration_s"].to_numpy().astype(np.float64))
     ref = torch_log_pred(module, spec, test)
@@ -337,6 +436,8 @@ def _write_examples(
     folder: Path, df: pl.DataFrame, inputs: Sequence[RawInput], ref: np.ndarray, n: int = 16
 ) -> None:
     cols = raw_columns(df.head(n), inputs)
+    if "context" in cols:  # (n, T, 4): not a CSV column
+        np.save(folder / "example_context.npy", cols.pop("context"))
     pl.DataFrame({k: list(v) for k, v in cols.items()}).write_csv(folder / "example_input.csv")
     pl.DataFrame({"log_duration_torch": ref[:n], "duration_s_torch": np.expm1(ref[:n])}).write_csv(
         folder / "example_output.csv"
@@ -395,6 +496,14 @@ def description(inputs: Sequence[RawInput], mode: str) -> str:
         ],
         "Outputs: duration_s (float32, seconds), log_duration (float32, log1p seconds).",
         "Everything from raw fields to the duration happens in the graph (features, vocabularies, scaling).",
+        *(
+            [
+                "Except the hourly context: it depends on other trips (those completed before the pickup "
+                "hour), so it is an input; serve.py's context_from_history computes it from a trip history."
+            ]
+            if any(i.name == "context" for i in inputs)
+            else []
+        ),
         "The graph does not validate: invalid values give numbers or inf, not errors. Check every input "
         "against metadata tabxfer.inputs first, as serve.py's predict does.",
     ]
@@ -468,4 +577,11 @@ def model_card(
         "their accuracy change is measured above on this machine's CPU. fp16 is meant for onnxruntime's "
         "CUDA provider; the providers each file was checked on are listed (`tabxfer.checked_providers`).",
     ]
+    if any(i.name == "context" for i in inputs):
+        lines.append(
+            "- The model reads the hourly context of each trip (the `context` input: trips completed in each "
+            "of the hours before its pickup hour, citywide and in its region). It is not in the graph: compute "
+            "it from a trip history with `serve.context_from_history` (numpy only; it reproduces the training "
+            "context exactly), or pass NaN where unknown, which the model reads as an average hour."
+        )
     return "\n".join(lines) + "\n"

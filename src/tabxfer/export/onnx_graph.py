@@ -147,10 +147,12 @@ class RawTripModel(nn.Module):
         self.register_buffer("ctx_std", ctx_std if ctx_std is not None else torch.ones(0))
 
     def standardize_context(self, context: Tensor) -> Tensor:
-        """Raw context ``(B, T, 4)`` [trips, mean log speed] x [city, region] -> model units (NaN -> 0)."""
+        """Raw context ``(B, T, 4)`` [trips, mean log speed] x [city, region] -> model units (NaN -> 0).
+        In float64 (as the raw-field features): an fp16 variant keeps it exact, and fp16 has no IsInf."""
+        context = context.double()
         count = torch.log1p(context[..., 0::2].clamp(min=0))
         raw = torch.stack([count[..., 0], context[..., 1], count[..., 1], context[..., 3]], dim=-1)
-        z = (raw - self.ctx_mean) / self.ctx_std
+        z = (raw - self.ctx_mean.double()) / self.ctx_std.double()
         return torch.where(torch.isfinite(z), z, torch.zeros_like(z)).float()
 
     def forward(

@@ -22,6 +22,11 @@ reason (``Predictions.report``; printed by the command line). A row whose predic
 (inputs far outside the training data) is treated the same way. Exit status: 0 done, 2 unusable input or
 model (the message, no traceback).
 
+A model that reads the hourly context (TFT; its schema has a ``context`` input of shape ``(batch, T, 4)``)
+needs, per trip, what happened in the ``T`` hours before its pickup hour. That depends on other trips, so it
+cannot live in the graph: :func:`context_from_history` computes it from a history of completed trips
+(numpy only), and the command line takes it as a ``.npy`` file (``--context``).
+
 Nothing here imports torch, polars or tabxfer.
 """
 
@@ -461,6 +466,112 @@ def report_lines(report: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+EARTH_RADIUS_KM = 6371.0088  # as tabxfer.data.geo
+KM_PER_DEG_LAT = np.pi * EARTH_RADIUS_KM / 180.0
+
+
+def feature_spec(sess: ort.InferenceSession) -> dict[str, Any]:
+    """The artifact's feature spec (metadata ``tabxfer.feature_spec``): city centers, context settings."""
+    meta = sess.get_modelmeta().custom_metadata_map
+    if "tabxfer.feature_spec" not in meta:
+        raise ValueError("the model has no tabxfer.feature_spec metadata (not a tabxfer artifact?)")
+    return dict(json.loads(meta["tabxfer.feature_spec"]))
+
+
+def context_from_history(
+    spec: Mapping[str, Any], trips: Mapping[str, Any], history: Mapping[str, Any]
+) -> np.ndarray:
+    """The ``context`` input ``(N, T, 4)`` of ``trips`` from a ``history`` of trips, as tabxfer built it
+    for training: for each of the ``T`` hours before a trip's pickup hour (oldest first), the number of
+    history trips of its city that **completed** in that hour and their mean ``log1p(km/h)``, then the same
+    two for completed trips that started in the trip's region (a ``region_km`` grid cell of the city's
+    local frame; NaN when the region had too few training trips to get a series). NaN = unknown (no
+    completed trip: no speed).
+
+    ``spec``: :func:`feature_spec`. ``trips``: ``pickup_ts`` (epoch seconds of local wall time),
+    ``pickup_lat``, ``pickup_lon``, ``city``. ``history``: the same plus ``dropoff_lat``, ``dropoff_lon``
+    and ``duration_s``; trips completing at or after a trip's pickup hour are not counted (no leakage).
+    """
+    info = spec.get("context")
+    if not info:
+        raise ValueError("the feature spec has no context: this model does not read one")
+    hours, region_km = int(info["hours"]), float(info["region_km"])
+    centers = {c: (float(v[0]), float(v[1])) for c, v in spec["city_centers"].items()}
+    known = {(c, int(x), int(y)) for c, rs in info["regions"].items() for x, y in rs}
+    cities = sorted(centers)
+    code_of = {c: i for i, c in enumerate(cities)}
+
+    def cells(d: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        city = [str(c) for c in np.asarray(d["city"], dtype=object)]
+        unknown = sorted({c for c in city if c not in code_of})
+        if unknown:
+            raise ValueError(f"cities without a local frame in this model: {unknown}; it knows {cities}")
+        code = np.array([code_of[c] for c in city], dtype=np.int64)
+        lat0 = np.array([centers[c][0] for c in cities])[code]
+        lon0 = np.array([centers[c][1] for c in cities])[code]
+        lat = np.asarray(d["pickup_lat"], np.float64)
+        lon = np.asarray(d["pickup_lon"], np.float64)
+        kx = KM_PER_DEG_LAT * np.cos(np.radians(lat0))
+        rx = np.floor((lon - lon0) * kx / region_km)
+        ry = np.floor((lat - lat0) * KM_PER_DEG_LAT / region_km)
+        return code, rx, ry
+
+    # history: completed trips by (city, hour) and by (city, region, hour)
+    hc, hrx, hry = cells(history)
+    ts = np.asarray(history["pickup_ts"], np.float64)
+    dur = np.asarray(history["duration_s"], np.float64)
+    lat1, lon1 = np.radians(np.asarray(history["pickup_lat"], np.float64)), np.asarray(history["pickup_lon"])
+    lat2, lon2 = (
+        np.radians(np.asarray(history["dropoff_lat"], np.float64)),
+        np.asarray(history["dropoff_lon"]),
+    )
+    a = (
+        np.sin((lat2 - lat1) / 2) ** 2
+        + np.cos(lat1) * np.cos(lat2) * np.sin(np.radians(lon2 - lon1) / 2) ** 2
+    )
+    with np.errstate(divide="ignore", invalid="ignore"):
+        speed = np.log1p(np.maximum(2 * EARTH_RADIUS_KM * np.arcsin(np.sqrt(a)) / (dur / 3600.0), 0))
+    ok = np.isfinite(speed)
+    h_done = np.floor((ts + dur) / 3600.0)
+    region = np.array([(c, x, y) in known for c, x, y in zip([cities[i] for i in hc], hrx, hry, strict=True)])
+
+    def table(keys: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        uniq, inverse = np.unique(keys, axis=0, return_inverse=True)
+        inverse = inverse.reshape(-1)
+        n = np.bincount(inverse, minlength=len(uniq)).astype(np.float64)
+        return uniq, n, np.bincount(inverse, weights=values, minlength=len(uniq)) / n
+
+    city_keys = np.stack([hc, h_done], axis=1)[ok]
+    reg_keys = np.stack([hc, hrx, hry, h_done], axis=1)[ok & region]
+    city_tab = table(city_keys, speed[ok])
+    reg_tab = table(reg_keys, speed[ok & region])
+
+    def lookup(tab: tuple[np.ndarray, np.ndarray, np.ndarray], keys: np.ndarray) -> np.ndarray:
+        uniq, n, mean = tab
+        out = np.zeros((len(keys), 2))
+        out[:, 1] = np.nan
+        if len(uniq):
+            view = np.ascontiguousarray(uniq).view([("", uniq.dtype)] * uniq.shape[1]).reshape(-1)
+            want = np.ascontiguousarray(keys).view([("", keys.dtype)] * keys.shape[1]).reshape(-1)
+            pos = np.clip(np.searchsorted(view, want), 0, len(uniq) - 1)
+            hit = view[pos] == want
+            out[hit, 0], out[hit, 1] = n[pos[hit]], mean[pos[hit]]
+        return out
+
+    qc, qrx, qry = cells(trips)
+    hour = np.floor(np.asarray(trips["pickup_ts"], np.float64) / 3600.0)
+    steps = hour[:, None] - np.arange(hours, 0, -1)  # (N, T), oldest first
+    n_rows = len(hour)
+    qcity = np.repeat(qc, hours).astype(np.float64)
+    c = lookup(city_tab, np.stack([qcity, steps.reshape(-1)], axis=1))
+    r = lookup(
+        reg_tab, np.stack([qcity, np.repeat(qrx, hours), np.repeat(qry, hours), steps.reshape(-1)], axis=1)
+    )
+    in_region = np.array([(cities[i], x, y) in known for i, x, y in zip(qc, qrx, qry, strict=True)])
+    r[~np.repeat(in_region, hours)] = np.nan  # no series for this region
+    return np.concatenate([c, r], axis=1).reshape(n_rows, hours, 4).astype(np.float32)
+
+
 def read_csv(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
     """A CSV with a header row -> ``{column: object array of text}``; raises ``ValueError`` on an empty
     file, a repeated column name or a row with another number of fields than the header."""
@@ -500,6 +611,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=65536)
     ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="a constant field")
     ap.add_argument(
+        "--context",
+        metavar="FILE.npy",
+        help="the trips' hourly context, (rows, T, 4), for a model that reads one (context_from_history)",
+    )
+    ap.add_argument(
         "--on-invalid",
         default="raise",
         choices=ON_INVALID,
@@ -516,6 +632,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for kv in args.set:
             k, _, v = kv.partition("=")
             cols[k] = np.full(n, v, dtype=object)
+        if args.context:
+            cols["context"] = np.load(args.context, allow_pickle=False)
         pred = predict(sess, cols, args.batch, on_invalid=args.on_invalid)
         write_csv(args.out, pred)
     except (KeyError, ValueError, OSError, csv.Error) as e:

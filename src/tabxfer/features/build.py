@@ -164,6 +164,8 @@ def featurize(
     spec = pipeline.fit_raw(raw.filter(is_train), features, centers)
     if base_spec is not None:
         spec = pipeline.anchor(base_spec, spec)
+    if features.context or features.context_flat:  # what an exported graph needs to read raw context
+        spec = dataclasses.replace(spec, context=ctx.describe())
     per_row["source_id"] = df["__source_id"].to_numpy()
     arrays = pipeline.to_arrays(pipeline.scale(raw.lazy(), spec).collect(), spec) | per_row
     codes = df["split"].to_physical().to_numpy()

@@ -11,6 +11,10 @@ hourly tables (``ctx_city (K_c, 2)``, ``ctx_region (K_r, 2)``, standardized, mis
 trip, the table row of its pickup hour (``ctx_city_idx``, ``ctx_region_idx``). The batcher gathers rows
 ``idx - T .. idx - 1`` on the device. Each table starts with a zero block of ``T + 1`` rows; trips whose
 region is unknown (too few trips there) point at it.
+
+:meth:`Context.describe` is what an exported graph needs to take the context in raw units (trip counts and
+mean log speeds, NaN = unknown) and standardize it itself: the tables' statistics, the region grid and the
+regions that have a series (it goes into the feature spec as ``spec.context``).
 """
 
 from __future__ import annotations
@@ -40,6 +44,38 @@ class Context:
     city_idx: np.ndarray  # (N,) int64, row of the trip's pickup hour
     region_idx: np.ndarray  # (N,) int64
     hours: int
+    # the same tables in raw units, [trips completed, mean log1p(km/h)], NaN where unknown (float64)
+    raw_city: np.ndarray | None = None
+    raw_region: np.ndarray | None = None
+    mean: tuple[float, ...] = (0.0, 0.0, 0.0, 0.0)  # per channel (CHANNELS): z = (log1p(n) or s - mean) / std
+    std: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0)
+    region_km: float = 3.0
+    min_region_trips: int = 50
+    regions: dict[str, list[tuple[int, int]]] = dataclasses.field(default_factory=dict)  # with a series
+
+    def describe(self) -> dict[str, object]:
+        """What turns raw context into model units (``spec.context``; JSON)."""
+        return {
+            "hours": self.hours,
+            "channels": list(CHANNELS),
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "region_km": self.region_km,
+            "min_region_trips": self.min_region_trips,
+            "regions": {c: [list(r) for r in rs] for c, rs in self.regions.items()},
+        }
+
+    def sequences(self, rows: np.ndarray, *, raw: bool = False) -> np.ndarray:
+        """``(len(rows), T, 4)`` context of trips ``rows`` (oldest hour first), as the batcher gathers it
+        (``raw=False``: model units, float32) or in raw units (``raw=True``: the exported graph's input,
+        [city trips, city mean log speed, region trips, region mean log speed], NaN = unknown)."""
+        city, region = (self.raw_city, self.raw_region) if raw else (self.city_table, self.region_table)
+        if city is None or region is None:
+            raise ValueError("this context was built without its raw tables (build_context(keep_raw=True))")
+        w = window(self.hours)
+        c = city[self.city_idx[rows][:, None] + w]
+        r = region[self.region_idx[rows][:, None] + w]
+        return np.concatenate([c, r], axis=-1)
 
     def flat(self) -> dict[str, np.ndarray]:
         """Context as flat per-trip numbers (for models without a temporal input)."""
@@ -54,11 +90,18 @@ class Context:
         }
 
 
-def _standardize(table: np.ndarray, filled: np.ndarray) -> np.ndarray:
-    out = np.zeros_like(table, dtype=np.float32)
+def _moments(table: np.ndarray, filled: np.ndarray) -> list[tuple[float, float]]:
+    """``(mean, std)`` of each column over its filled rows (``(0, 1)`` for an empty or constant one)."""
+    out = []
     for j in range(table.shape[1]):
         v = table[filled[:, j], j]
-        mu, sd = (float(v.mean()), float(v.std()) or 1.0) if v.size else (0.0, 1.0)
+        out.append((float(v.mean()), float(v.std()) or 1.0) if v.size else (0.0, 1.0))
+    return out
+
+
+def _standardize(table: np.ndarray, filled: np.ndarray, moments: list[tuple[float, float]]) -> np.ndarray:
+    out = np.zeros_like(table, dtype=np.float32)
+    for j, (mu, sd) in enumerate(moments):
         out[:, j] = np.where(filled[:, j], (table[:, j] - mu) / sd, 0.0)
     return out
 
@@ -71,8 +114,10 @@ def build_context(
     region_km: float = 3.0,
     min_region_trips: int = 50,
     standardize: bool = True,
+    keep_raw: bool = False,
 ) -> Context:
-    """Hourly tables and per-trip indices for canonical trips ``df`` (every split: context is history)."""
+    """Hourly tables and per-trip indices for canonical trips ``df`` (every split: context is history).
+    ``keep_raw``: also the raw-unit tables (:meth:`Context.sequences` with ``raw=True``)."""
     cities = list(centers)
     lat0 = pl.col("city").replace_strict(cities, [centers[c][0] for c in cities], default=None)
     lon0 = pl.col("city").replace_strict(cities, [centers[c][1] for c in cities], default=None)
@@ -125,7 +170,7 @@ def build_context(
         .alias("region_idx"),
     ).sort("i")
 
-    def table(off: str, size: int) -> np.ndarray:
+    def table(off: str, size: int) -> tuple[np.ndarray, np.ndarray, list[tuple[float, float]]]:
         # trips completing after the city's last pickup hour are nobody's context
         done = t.filter(
             pl.col("log_speed").is_finite() & pl.col(off).is_not_null() & (pl.col("h_done") <= pl.col("h1"))
@@ -142,18 +187,32 @@ def build_context(
         tab[rows, 1] = agg["s"].to_numpy()
         filled[hours + 1 :, 0] = True  # an hour without trips is a count of 0
         filled[rows, 1] = True  # ... but has no speed: 0 after standardizing (the mean)
-        out = _standardize(tab, filled) if standardize else tab.astype(np.float32)
-        out[: hours + 1] = 0.0
-        return out
+        filled[: hours + 1] = False  # the zero block: unknown
+        moments = _moments(tab, filled) if standardize else [(0.0, 1.0), (0.0, 1.0)]
+        out = _standardize(tab, filled, moments)
+        raw = np.where(filled, tab, np.nan)
+        raw[:, 0] = np.expm1(raw[:, 0])  # trips completed in the hour
+        return out, raw, moments
 
-    city_table = table("city_off", k_city)
-    region_table = table("region_off", k_region)
+    city_table, raw_city, m_city = table("city_off", k_city)
+    region_table, raw_region, m_region = table("region_off", k_region)
+    moments = [*m_city, *m_region]  # CHANNELS order
+    known: dict[str, list[tuple[int, int]]] = {}
+    for c, rx, ry in regions.select("city", "rx", "ry").iter_rows():
+        known.setdefault(c, []).append((int(rx), int(ry)))
     return Context(
         city_table=city_table,
         region_table=region_table,
         city_idx=t["city_idx"].to_numpy().astype(np.int64),
         region_idx=t["region_idx"].to_numpy().astype(np.int64),
         hours=hours,
+        raw_city=raw_city if keep_raw else None,
+        raw_region=raw_region if keep_raw else None,
+        mean=tuple(m for m, _ in moments),
+        std=tuple(s for _, s in moments),
+        region_km=region_km,
+        min_region_trips=min_region_trips,
+        regions=known,
     )
 
 

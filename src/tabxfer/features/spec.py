@@ -68,6 +68,8 @@ class FeatureSpec:
     config: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # the FeatureConfig used
     n_train: int = 0
     version: int = SPEC_VERSION
+    # the hourly context's statistics, region grid and known regions (Context.describe()); None without one
+    context: Mapping[str, Any] | None = None
 
     @property
     def numeric_names(self) -> list[str]:
@@ -138,6 +140,7 @@ class FeatureSpec:
             config=d.get("config", {}),
             n_train=int(d.get("n_train", 0)),
             version=int(d["version"]),
+            context=d.get("context"),
         )
 
     @classmethod

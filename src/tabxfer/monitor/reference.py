@@ -148,6 +148,11 @@ def from_artifact(path: Path, *, rows: int, seed: int, bins: int) -> Reference:
         raise BadReference(f"{onnx_file}: not a tabxfer artifact (no tabxfer.feature_spec metadata)")
     spec = FeatureSpec.from_json(meta["tabxfer.feature_spec"])
     inputs = [RawInput.from_dict(d) for d in json.loads(meta["tabxfer.inputs"])]
+    if any(i.name == "context" for i in inputs):
+        raise BadReference(
+            f"{onnx_file}: the model reads the hourly context sequence (its `context` input), which new trips "
+            "do not carry; monitor a model exported without it (data.features.context=false)"
+        )
     info: dict[str, Any] = {
         "kind": "artifact",
         "artifact": str(folder),
