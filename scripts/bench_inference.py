@@ -32,7 +32,7 @@ from hydra import compose, initialize_config_dir
 
 from tabxfer.data.catalog import default_data_dir
 from tabxfer.export import serve
-from tabxfer.export.artifact import export_checkpoint, held_out, raw_columns
+from tabxfer.export.artifact import context_array, context_hours, export_checkpoint, held_out, raw_columns
 from tabxfer.export.graph import RawFeatures
 from tabxfer.export.onnx_graph import raw_inputs
 from tabxfer.features import pipeline
@@ -40,8 +40,10 @@ from tabxfer.features.spec import FeatureSpec
 from tabxfer.train import load, run
 
 ROOT = Path(__file__).resolve().parents[1]
-MODELS = ["mlp", "wide_deep", "tabnet", "tab_transformer", "ft_transformer", "tft"]
-EXTRA = {"tft": ["data.features.context=false"]}  # the exportable TFT: static inputs only
+MODELS = ["mlp", "wide_deep", "tabnet", "tab_transformer", "ft_transformer", "tft", "tft_context"]
+# "tft": static inputs only; "tft_context": the default TFT, reading the 24 h context (a graph input)
+CONFIG = {"tft_context": "tft"}
+EXTRA = {"tft": ["data.features.context=false"]}
 ONNX_VARIANTS = ("none", "dynamic-int8", "static-int8")
 
 
@@ -68,7 +70,7 @@ def train(model: str, data: str, args: argparse.Namespace, out: Path) -> str:
             config_name="train",
             overrides=[
                 f"data={data}",
-                f"model={model}",
+                f"model={CONFIG.get(model, model)}",
                 f"paths.output_dir={out}",
                 "logger=none",
                 f"trainer.max_epochs={args.epochs}",
@@ -95,11 +97,16 @@ def bench_model(model: str, ckpt: str, args: argparse.Namespace, out: Path) -> d
     rep = export_checkpoint(ckpt, art, quantize="dynamic-int8,static-int8", rows=args.rows)
     module = load(ckpt).eval()
     spec = FeatureSpec.from_dict(module.hparams["spec"])
-    rows = held_out(module.hparams["meta"]["config"], {"test": 4096}, seed=1)["test"]
+    reads = context_hours(module)
+    rows = held_out(module.hparams["meta"]["config"], {"test": 4096}, seed=1, spec=spec if reads else None)[
+        "test"
+    ]
     n = rows.height
     arr = pipeline.to_arrays(pipeline.transform(rows.lazy(), spec).collect(), spec)
-    xn, xc = torch.from_numpy(arr["x_num"]), torch.from_numpy(arr["x_cat"]).long()
-    schema = raw_inputs(RawFeatures(spec))
+    xs = [torch.from_numpy(arr["x_num"]), torch.from_numpy(arr["x_cat"]).long()]
+    if reads:
+        xs.append(torch.from_numpy(context_array(rows)))
+    schema = raw_inputs(RawFeatures(spec), reads or None)
     feeds = serve.feed([i.to_dict() for i in schema], raw_columns(rows, schema))
 
     res: dict[str, Any] = {
@@ -109,8 +116,8 @@ def bench_model(model: str, ckpt: str, args: argparse.Namespace, out: Path) -> d
         "rmsle_torch": rep["rmsle_torch"],
     }
     with torch.inference_mode():
-        lat = timings(lambda: module(xn[:1], xc[:1]), args.latency_runs)
-        thr = timings(lambda: module(xn, xc), args.throughput_runs, warmup=3)
+        lat = timings(lambda: module(*[x[:1] for x in xs]), args.latency_runs)
+        thr = timings(lambda: module(*xs), args.throughput_runs, warmup=3)
     res["torch_eager_fp32"] = summary(lat, thr, n) | {"bytes": None, "rmsle_delta": 0.0}
     for mode in ONNX_VARIANTS:
         v = rep["variants"][mode]
