@@ -17,7 +17,7 @@ pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 
 from tabxfer.export.artifact import FP32_TOL, export_checkpoint
-from tabxfer.export.quantize import QUANTIZATIONS
+from tabxfer.export.quantize import QUANTIZATIONS, weight_matmuls
 from tabxfer.train import run
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))
@@ -65,8 +65,12 @@ def test_every_quantization_round_trips(model, artifacts):
         assert meta["tabxfer.data_fingerprint"] and meta["tabxfer.model_fingerprint"]
         ops = {n.op_type for n in proto.graph.node}
         elem = {i.data_type for i in proto.graph.initializer}
-        if mode == "dynamic-int8":  # int8 weights really in the graph
+        if mode == "dynamic-int8":  # int8 weights really in the graph, but not in the last layer
             assert "MatMulInteger" in ops or "DynamicQuantizeMatMul" in ops, ops
+            last = weight_matmuls(onnx.load(str(art / "model.onnx")))[-1]
+            assert not [
+                n.name for n in proto.graph.node if n.name.startswith(last) and "quant" in n.name.lower()
+            ]
         if mode == "static-int8":
             assert {"QuantizeLinear", "DequantizeLinear"} <= ops and onnx.TensorProto.INT8 in elem
         if mode == "fp16":
