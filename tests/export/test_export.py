@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import polars as pl
 import pytest
 
 pytest.importorskip("onnxruntime")
@@ -269,3 +270,21 @@ def test_drift_against_an_artifact_reads_its_profile_not_the_training_data(artif
     fallback, _ = run_drift(old, new, out=tmp_path / "old", cfg=cfg)
     assert fallback["reference"]["profile"].startswith("rebuilt from")
     assert fallback["prediction"]["quantiles_new"] == res["prediction"]["quantiles_new"]
+
+
+def test_drift_names_the_trips_an_artifact_refuses(artifacts):
+    """Rows that reach an artifact's input check and fail it are bad input (``DataError``, exit 2) with the
+    input and row named, not a traceback."""
+    from tabxfer.data.schema import DataError
+    from tabxfer.data.synthetic import generate
+    from tabxfer.monitor.reference import resolve
+
+    ref = resolve(artifacts["mlp"][0])
+    trips = generate("nyc", 50, seed=3)
+    assert np.isfinite(ref.predict(trips)).all()
+    row7 = pl.int_range(pl.len()) == 7
+    bad = trips.with_columns(
+        pl.when(row7).then(99).otherwise(pl.col("passenger_count")).alias("passenger_count")
+    )
+    with pytest.raises(DataError, match=r"refuses trips(.|\n)*passenger_count(.|\n)*row 7"):
+        ref.predict(bad)

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from tabxfer.data.schema import DataError
 from tabxfer.features.spec import FeatureSpec
 from tabxfer.monitor import stats
 from tabxfer.monitor.profile import ReferenceProfile, build_profile
@@ -183,7 +184,13 @@ def from_artifact(path: Path, *, rows: int, seed: int, bins: int) -> Reference:
         make_profile = from_checkpoint(ckpt, rows=rows, seed=seed, bins=bins).make_profile
 
     def predict(df: pl.DataFrame) -> np.ndarray:
-        return serve.predict(sess, raw_columns(df, inputs))["log_duration"].astype(np.float64)
+        try:
+            return serve.predict(sess, raw_columns(df, inputs))["log_duration"].astype(np.float64)
+        except serve.InvalidInput as e:  # rows the loaders kept but the artifact refuses: bad input, exit 2
+            raise DataError(
+                f"the artifact {onnx_file} refuses trips of the new data (row numbers count the compared "
+                f"sample of {df.height:,} rows): {e}"
+            ) from e
 
     return Reference("artifact", folder, spec, make_profile, predict, info)
 
