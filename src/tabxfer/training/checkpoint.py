@@ -18,12 +18,13 @@ says what happened and that the previous file is intact; the temporary file is r
 from __future__ import annotations
 
 import functools
+import io
 import os
 import pickle
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 
@@ -73,11 +74,15 @@ def _fsync_dir(d: Path) -> None:
 def check_complete(path: str | os.PathLike[str]) -> None:
     """Raise :class:`CheckpointError` unless ``path`` is a whole ``torch.save`` archive (CRCs included)."""
     p = Path(path)
-    size = p.stat().st_size
+    with open(p, "rb") as f:
+        _check_archive(f, p, p.stat().st_size)
+
+
+def _check_archive(f: BinaryIO, p: Path, size: int) -> None:
     if size == 0:
         raise CheckpointError(f"{p}: empty file (0 bytes): an interrupted copy or write; not loaded")
     try:
-        with zipfile.ZipFile(p) as z:
+        with zipfile.ZipFile(f) as z:
             bad = z.testzip()
     except (zipfile.BadZipFile, EOFError, OSError) as e:
         raise CheckpointError(
@@ -96,9 +101,13 @@ def read(
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"{p}: no such checkpoint file")
-    check_complete(p)
+    # Read once: the bytes that pass the check are the bytes unpickled (no second read, no window in
+    # which the file can change between the two).
+    buf = io.BytesIO(p.read_bytes())
+    _check_archive(buf, p, len(buf.getbuffer()))
+    buf.seek(0)
     try:
-        obj = torch.load(p, map_location=map_location, weights_only=True)
+        obj = torch.load(buf, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()] or [type(e).__name__]
         first = next((ln for ln in lines if "global" in ln.lower()), lines[0])  # names the pickled callable
