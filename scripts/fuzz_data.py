@@ -33,7 +33,7 @@ from typing import Any
 import polars as pl
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests" / "reliability"))
+sys.path[:0] = [str(REPO / "tests" / "reliability"), str(REPO / "tests")]  # malformed_cases, factories
 
 import malformed_cases as mc  # noqa: E402
 
