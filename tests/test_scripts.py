@@ -3,22 +3,18 @@ whose ``sys.path`` already holds ``tests/``), so an import that only works under
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
-import re
 import subprocess
 import sys
 from pathlib import Path
 
-import tomllib
+from packaging.requirements import Requirement
 
 REPO = Path(__file__).resolve().parents[1]
 # benchmark-only packages (the `bench` extra; CI installs `dev` only): a benchmark may need them
-BENCH_ONLY = {
-    re.split(r"[<>=\[ ;]", req, maxsplit=1)[0].lower()
-    for req in tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"][
-        "bench"
-    ]
-}
+_REQS = [Requirement(r) for r in importlib.metadata.requires("tabxfer") or []]
+BENCH_ONLY = {r.name.lower() for r in _REQS if r.marker is not None and 'extra == "bench"' in str(r.marker)}
 SCRIPTS = sorted(p for d in ("scripts", "benchmarks") for p in (REPO / d).glob("*.py"))
 
 # One interpreter for all of them (torch, polars and Lightning are imported once): each script runs as

@@ -24,7 +24,7 @@ import pickle
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import torch
 
@@ -71,22 +71,17 @@ def _fsync_dir(d: Path) -> None:
         os.close(fd)
 
 
-def check_complete(path: str | os.PathLike[str]) -> None:
-    """Raise :class:`CheckpointError` unless ``path`` is a whole ``torch.save`` archive (CRCs included)."""
-    p = Path(path)
-    with open(p, "rb") as f:
-        _check_archive(f, p, p.stat().st_size)
-
-
-def _check_archive(f: BinaryIO, p: Path, size: int) -> None:
-    if size == 0:
+def _check_archive(data: bytes, p: Path) -> None:
+    """Raise :class:`CheckpointError` unless ``data`` (the bytes of ``p``) is a whole ``torch.save``
+    archive, CRCs included."""
+    if not data:
         raise CheckpointError(f"{p}: empty file (0 bytes): an interrupted copy or write; not loaded")
     try:
-        with zipfile.ZipFile(f) as z:
+        with zipfile.ZipFile(io.BytesIO(data)) as z:
             bad = z.testzip()
     except (zipfile.BadZipFile, EOFError, OSError) as e:
         raise CheckpointError(
-            f"{p}: truncated or not a checkpoint ({size:,} bytes; {e}); not loaded. "
+            f"{p}: truncated or not a checkpoint ({len(data):,} bytes; {e}); not loaded. "
             "Use another checkpoint (e.g. checkpoints/best.ckpt or last.ckpt) or retrain"
         ) from None
     if bad is not None:
@@ -103,11 +98,10 @@ def read(
         raise FileNotFoundError(f"{p}: no such checkpoint file")
     # Read once: the bytes that pass the check are the bytes unpickled (no second read, no window in
     # which the file can change between the two).
-    buf = io.BytesIO(p.read_bytes())
-    _check_archive(buf, p, len(buf.getbuffer()))
-    buf.seek(0)
+    data = p.read_bytes()
+    _check_archive(data, p)
     try:
-        obj = torch.load(buf, map_location=map_location, weights_only=True)
+        obj = torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()] or [type(e).__name__]
         first = next((ln for ln in lines if "global" in ln.lower()), lines[0])  # names the pickled callable
