@@ -145,3 +145,22 @@ def test_anchored_cache_keeps_base_columns_and_appends_new_ones(tmp_path):
         features={"min_count": 5, "extra_categorical": ["store_and_fwd_flag"]},
     )
     assert other.path != target.path and other.spec.numeric != t.numeric
+
+
+@pytest.mark.parametrize("kind", ["random", "time"])
+def test_each_split_keeps_the_input_order_and_matches_transform(trips, kind):
+    """featurize groups rows by split (so splits are slices): every split must hold its rows in input
+    order, and its arrays must equal transforming those rows alone with the fitted spec."""
+    from tabxfer.features import pipeline
+    from tabxfer.features.build import featurize
+
+    cfg = SplitConfig(kind=kind)
+    spec, out, _, n, _ = featurize({"f": Frame(trips)}, pipeline.FeatureConfig(min_count=5), cfg)
+    assert n == trips.height
+    labeled = assign_split(trips, cfg)
+    for s, arrays in out.items():
+        rows = labeled.filter(pl.col("split") == s).drop("split")
+        want = pipeline.to_arrays(pipeline.transform(rows.lazy(), spec).collect(), spec)
+        assert arrays["x_num"].flags.c_contiguous and len(arrays["y"]) == rows.height > 0
+        for k in ("x_num", "x_cat", "y", "pickup_ts"):
+            np.testing.assert_allclose(arrays[k], want[k], rtol=1e-6, atol=1e-6, err_msg=f"{s} {k}")

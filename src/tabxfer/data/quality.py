@@ -122,7 +122,14 @@ class Validation:
             return None
         data_cols = [c for c in columns if c != "trip_id" and not c.startswith("_")]
         flag = [among.fill_null(False).alias("__among")] if among is not None else []
-        rules = [(~pl.struct(*data_cols, *flag).is_first_distinct(), "duplicate_row")]
+        # Two independent 64-bit hashes of the row, each checked for an earlier occurrence: a repeated row
+        # repeats both; a distinct row is taken for a repeat only if each hash collides with some earlier
+        # row's (about n**3 / 2**128: 1e-20 for 1.5 M rows, 1e-12 for a billion). A third of the time of
+        # is_first_distinct on the struct itself, which row-encodes every column (0.43 s vs 0.15 s, 1.5 M
+        # Kaggle rows); the hashes treat -0.0 as 0.0 and NaN as NaN, as that does.
+        row = pl.struct(*data_cols, *flag)
+        repeated = ~row.hash(1).is_first_distinct() & ~row.hash(2).is_first_distinct()
+        rules = [(repeated, "duplicate_row")]
         if has_ids:
             rules.append((~pl.struct("trip_id", *flag).is_first_distinct(), "duplicate_id"))
         return first_reason(rules)

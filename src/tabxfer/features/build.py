@@ -146,9 +146,14 @@ def featurize(
         raise DataError(f"no rows to featurize: every source came out empty: {summaries}")
     df = assign_split(df, split)
     check_splits(df, split)
-    is_train = df["split"] == "train"
+    # Rows grouped by split (a stable sort: each split keeps the input order), so that the training rows
+    # and every split's arrays are slices, not copies.
+    df = df.sort(pl.col("split").to_physical(), maintain_order=True)
+    codes = df["split"].to_physical().to_numpy()
+    bounds = np.searchsorted(codes, np.arange(len(SPLITS) + 1))
+    train = slice(int(bounds[0]), int(bounds[1]))
     # raw features once for every row; statistics from the training rows only
-    centers = pipeline.fit_centers(df.lazy().filter(is_train))
+    centers = pipeline.fit_centers(df.lazy().slice(train.start, train.stop - train.start))
     if base_spec is not None:  # shared cities keep the pretrained local frame
         centers = {**centers, **base_spec.city_centers}
     raw = pipeline.raw_features(df.lazy(), features, centers).collect()
@@ -161,17 +166,16 @@ def featurize(
         if features.context:
             tables = {"ctx_city": ctx.city_table, "ctx_region": ctx.region_table}
             per_row = {"ctx_city_idx": ctx.city_idx, "ctx_region_idx": ctx.region_idx}
-    spec = pipeline.fit_raw(raw.filter(is_train), features, centers)
+    spec = pipeline.fit_raw(raw[train], features, centers)
     if base_spec is not None:
         spec = pipeline.anchor(base_spec, spec)
     if features.context or features.context_flat:  # what an exported graph needs to read raw context
         spec = dataclasses.replace(spec, context=ctx.describe())
     per_row["source_id"] = df["__source_id"].to_numpy()
     arrays = pipeline.to_arrays(pipeline.scale(raw.lazy(), spec).collect(), spec) | per_row
-    codes = df["split"].to_physical().to_numpy()
-    out = {}
-    for code, s in enumerate(SPLITS):
-        (index,) = np.nonzero(codes == code)
-        if index.size:
-            out[s] = {k: v[index] for k, v in arrays.items()}
+    out = {
+        s: {k: v[bounds[i] : bounds[i + 1]] for k, v in arrays.items()}
+        for i, s in enumerate(SPLITS)
+        if bounds[i + 1] > bounds[i]
+    }
     return spec, out, reports, df.height, tables

@@ -37,6 +37,14 @@ class KaggleNYCTaxi(TripSource):
     mode: ClassVar[str] = "taxi"
     has_ids: ClassVar[bool] = True
     extra: ClassVar[dict[str, pl.DataType]] = {"store_and_fwd_flag": pl.String()}
+    typed_columns: ClassVar[tuple[str, ...]] = (
+        "pickup_latitude",
+        "pickup_longitude",
+        "dropoff_latitude",
+        "dropoff_longitude",
+        "passenger_count",
+        "trip_duration",
+    )
 
     def parse(self, p: RowParser) -> list[pl.Expr]:
         pickup = p.datetime(p.require("pickup_datetime"), "pickup_time", DATETIME_FORMATS, LOCAL_TZ)
