@@ -129,8 +129,6 @@ def test_hashed_duplicate_rule_matches_the_exact_one():
     rule = Validation().duplicate_reason(["a", "b", "c"], has_ids=False, among=among)
     assert rule is not None
     got = df.select(rule.is_not_null().alias("dup"))["dup"]
-    exact = df.select(~pl.struct("a", "b", "c", among.alias("__among")).is_first_distinct())[
-        "a"
-    ].alias("dup")
+    exact = df.select(~pl.struct("a", "b", "c", among.alias("__among")).is_first_distinct())["a"].alias("dup")
     assert got.sum() > n // 2  # a test that would notice a rule that flags nothing
     assert (got == exact).all()

@@ -156,3 +156,58 @@ def test_bad_config_is_rejected():
         P.FeatureConfig.of({"cels": False})
     with pytest.raises(ValueError, match="cell_km"):
         P.FeatureConfig(cell_km=0)
+
+
+@pytest.mark.parametrize(
+    ("dtype", "values"),
+    [
+        (pl.String, ("b", "a", "", "zz")),
+        (pl.String, ()),
+        (pl.Int32, (1860, -1, 7, 3720)),  # cells: the lookup table
+        (pl.Int32, tuple(range(24))),
+        (pl.Int64, (5, -(10**12))),  # too wide a range for a table: replace_strict
+        (pl.Int32, ()),
+    ],
+)
+def test_vocabulary_index_matches_replace_strict(dtype, values):
+    from tabxfer.features.pipeline import _vocab_index
+
+    rng = np.random.default_rng(0)
+    if dtype == pl.String:
+        pool = [*values, "unseen", None, "a "]
+    else:
+        pool = [*values, 0, 4000, -5, None, 2**31 - 1 if dtype == pl.Int32 else 10**12]
+    col = pl.Series("c", [pool[i] for i in rng.integers(0, len(pool), 5_000)], dtype=dtype)
+    df = col.to_frame()
+    got = df.select(_vocab_index("c", values, dtype).fill_null(0))["c"]
+    want = df.select(
+        pl.col("c")
+        .replace_strict(list(values), list(range(1, len(values) + 1)), default=0, return_dtype=pl.Int32)
+        .fill_null(0)
+    )["c"]
+    assert got.dtype == pl.Int32
+    assert got.to_list() == want.to_list()
+    assert (got > 0).any() == bool(values)
+
+
+def test_bearing_without_the_angle_matches_atan2():
+    from tabxfer.data.geo import bearing_deg, bearing_yx, sin_cos_of_atan2
+
+    rng = np.random.default_rng(1)
+    n = 10_000
+    lat1, lat2 = 40.5 + rng.random(n) * 0.5, 40.5 + rng.random(n) * 0.5
+    lon1, lon2 = -74.2 + rng.random(n) * 0.5, -74.2 + rng.random(n) * 0.5
+    lat2[:10], lon2[:10] = lat1[:10], lon1[:10]  # zero-length trips: atan2(0, 0) = 0 -> (0, 1)
+    lon2[10:20] = lon1[10:20]  # due north or south
+    df = pl.DataFrame({"a": lat1, "b": lon1, "c": lat2, "d": lon2})
+    cols = [pl.col(c) for c in "abcd"]
+    y, x = bearing_yx(*cols)
+    yx = df.select(y.alias("y"), x.alias("x")).with_columns(
+        (pl.col("y") ** 2 + pl.col("x") ** 2).sqrt().alias("h")
+    )
+    s, c = sin_cos_of_atan2(pl.col("y"), pl.col("x"), pl.col("h"))
+    got = yx.select(s.alias("s"), c.alias("c"))
+    angle = df.select(bearing_deg(*cols).radians())[:, 0].to_numpy()
+    np.testing.assert_allclose(got["s"].to_numpy(), np.sin(angle), atol=1e-12)
+    np.testing.assert_allclose(got["c"].to_numpy(), np.cos(angle), atol=1e-12)
+    assert got.row(0) == (0.0, 1.0)

@@ -139,7 +139,10 @@ def first_reason(rules: list[tuple[pl.Expr, str]]) -> pl.Expr:
     """``when(c1) -> r1, when(c2) -> r2, ... otherwise null`` (nulls in a condition count as False)."""
     if not rules:
         return pl.lit(None, dtype=pl.String)
-    expr: Any = pl
-    for cond, name in rules:
-        expr = expr.when(cond.fill_null(False)).then(pl.lit(name))
-    return expr.otherwise(pl.lit(None, dtype=pl.String))
+    # The first rule's number, then its name: a when/then chain of strings allocates a string column per
+    # rule (0.12 s for 13 rules on 1.5 M rows; numbers then names: 0.04 s).
+    code = pl.coalesce(
+        [pl.when(cond.fill_null(False)).then(pl.lit(k, pl.UInt16)) for k, (cond, _) in enumerate(rules)]
+    )
+    names = [name for _, name in rules]
+    return code.replace_strict(list(range(len(names))), names, return_dtype=pl.String)

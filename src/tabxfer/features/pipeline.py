@@ -23,7 +23,7 @@ import polars as pl
 
 from tabxfer.config import check_options
 from tabxfer.data.cities import city_bounds
-from tabxfer.data.geo import KM_PER_DEG_LAT, bearing_deg, haversine_km
+from tabxfer.data.geo import KM_PER_DEG_LAT, bearing_yx, haversine_km, sin_cos_of_atan2
 from tabxfer.data.schema import DataError
 from tabxfer.features.calendar import holidays_between
 from tabxfer.features.context import FLAT as CONTEXT_FLAT
@@ -161,23 +161,27 @@ def raw_features(
     lf = lf.with_columns(
         lat0.alias("_lat0"), lon0.alias("_lon0"), (t.dt.hour() + t.dt.minute() / 60.0).alias("_hour_f")
     ).with_columns((KM_PER_DEG_LAT * pl.col("_lat0").radians().cos()).alias("_kx"))
+    plat, plon, dlat, dlon = (pl.col(c) for c in ("pickup_lat", "pickup_lon", "dropoff_lat", "dropoff_lon"))
+    by, bx = bearing_yx(plat, plon, dlat, dlon)
     lf = lf.with_columns(
         ((pl.col("pickup_lon") - pl.col("_lon0")) * pl.col("_kx")).alias("_px"),
         ((pl.col("pickup_lat") - pl.col("_lat0")) * KM_PER_DEG_LAT).alias("_py"),
         ((pl.col("dropoff_lon") - pl.col("_lon0")) * pl.col("_kx")).alias("_dx"),
         ((pl.col("dropoff_lat") - pl.col("_lat0")) * KM_PER_DEG_LAT).alias("_dy"),
+        *([by.alias("_by"), bx.alias("_bx")] if cfg.distances else []),
     )
+    if cfg.distances:
+        lf = lf.with_columns((pl.col("_by") ** 2 + pl.col("_bx") ** 2).sqrt().alias("_bh"))
     px, py, dx, dy, hour_f = (pl.col(c) for c in ("_px", "_py", "_dx", "_dy", "_hour_f"))
-    plat, plon, dlat, dlon = (pl.col(c) for c in ("pickup_lat", "pickup_lon", "dropoff_lat", "dropoff_lon"))
 
     num: list[pl.Expr] = []
     if cfg.distances:
-        bearing = bearing_deg(plat, plon, dlat, dlon).radians()
+        b_sin, b_cos = sin_cos_of_atan2(pl.col("_by"), pl.col("_bx"), pl.col("_bh"))
         num += [
             haversine_km(plat, plon, dlat, dlon).alias("dist_km"),
             ((dx - px).abs() + (dy - py).abs()).alias("manhattan_km"),
-            bearing.sin().alias("bearing_sin"),
-            bearing.cos().alias("bearing_cos"),
+            b_sin.alias("bearing_sin"),
+            b_cos.alias("bearing_cos"),
         ]
     if cfg.local_frame:
         num += [
@@ -268,9 +272,12 @@ def fit(train: pl.LazyFrame, cfg: FeatureConfig | Mapping[str, Any] | None = Non
     return fit_raw(raw_features(train, cfg, centers).collect(), cfg, centers)
 
 
-def fit_raw(raw: pl.DataFrame, cfg: FeatureConfig, centers: Mapping[str, tuple[float, float]]) -> FeatureSpec:
-    """:func:`fit` on training rows already passed through :func:`raw_features` with ``centers``."""
-    if not centers or raw.height == 0:
+def fit_raw(
+    raw: pl.DataFrame | pl.LazyFrame, cfg: FeatureConfig, centers: Mapping[str, tuple[float, float]]
+) -> FeatureSpec:
+    """:func:`fit` on training rows already passed through :func:`raw_features` with ``centers``
+    (a LazyFrame is aggregated as it streams, never materialized)."""
+    if not centers:
         raise DataError("cannot fit features: the training split is empty")
     num_feats, cat_feats = cfg.numeric_features(), cfg.categorical_features()
 
@@ -280,15 +287,24 @@ def fit_raw(raw: pl.DataFrame, cfg: FeatureConfig, centers: Mapping[str, tuple[f
 
     learned = [n for n, _ in cat_feats if n not in FIXED_VOCAB]
     # one query: every statistic and every vocabulary's counts in a single parallel pass
-    stats = raw.select(
-        *[tf(n).mean().alias(f"{n}__mean") for n, _ in num_feats],
-        *[tf(n).std().alias(f"{n}__std") for n, _ in num_feats],
-        pl.col("y").cast(pl.Float64).mean().alias("y__mean"),
-        pl.col("y").cast(pl.Float64).std().alias("y__std"),
-        pl.len().alias("n"),
-        *[pl.col(n).alias("value").value_counts(name="count").implode().alias(f"{n}__counts") for n in learned],
+    stats = (
+        raw.lazy()
+        .select(
+            *[tf(n).mean().alias(f"{n}__mean") for n, _ in num_feats],
+            *[tf(n).std().alias(f"{n}__std") for n, _ in num_feats],
+            pl.col("y").cast(pl.Float64).mean().alias("y__mean"),
+            pl.col("y").cast(pl.Float64).std().alias("y__std"),
+            pl.len().alias("n"),
+            *[
+                pl.col(n).alias("value").value_counts(name="count").implode().alias(f"{n}__counts")
+                for n in learned
+            ],
+        )
+        .collect()
     )
     s = stats.drop([f"{n}__counts" for n in learned]).row(0, named=True)
+    if s["n"] == 0:
+        raise DataError("cannot fit features: the training split is empty")
     vocab_of = {
         n: stats[f"{n}__counts"]
         .explode()
@@ -417,14 +433,28 @@ def scale(raw: pl.LazyFrame, spec: FeatureSpec) -> pl.LazyFrame:
         z = (c - f.mean) / f.std
         z = pl.when(z.is_finite()).then(z).otherwise(0.0)  # NaN, +-inf, null: missing (as the ONNX graph)
         num.append(z.cast(pl.Float32).alias(f.name))
+    schema = raw.collect_schema()
     cat = [
-        pl.col(f.name)
-        .replace_strict(list(f.values), list(range(1, f.cardinality)), default=0, return_dtype=pl.Int32)
-        .fill_null(0)
-        .alias(f.name)
-        for f in spec.categorical
+        _vocab_index(f.name, f.values, schema[f.name]).fill_null(0).alias(f.name) for f in spec.categorical
     ]
     return raw.select(*num, *cat, "y", "pickup_ts")
+
+
+def _vocab_index(name: str, values: Sequence[Any], dtype: pl.DataType) -> pl.Expr:
+    """1-based index of each value in ``values`` (0: unknown or missing), Int32. Strings through an Enum
+    cast, integers through a lookup table when their range is small (cells, hours): 5x faster than a
+    hash-map ``replace_strict``, which stays the general case."""
+    c = pl.col(name)
+    if dtype == pl.String and all(isinstance(v, str) for v in values):
+        return c.cast(pl.Enum(list(values)), strict=False).to_physical().cast(pl.Int32) + 1
+    ints = [v for v in values if isinstance(v, int) and not isinstance(v, bool)]
+    if dtype.is_integer() and values and len(ints) == len(values) and max(ints) - min(ints) < 1 << 20:
+        lo, hi = min(ints), max(ints)
+        lut = np.zeros(hi - lo + 1, dtype=np.int32)
+        lut[np.asarray(ints) - lo] = np.arange(1, len(ints) + 1, dtype=np.int32)
+        index = pl.lit(pl.Series(lut)).gather((c.cast(pl.Int64) - lo).clip(0, hi - lo))
+        return pl.when(c.is_between(lo, hi)).then(index).otherwise(0).cast(pl.Int32).alias(name)
+    return c.replace_strict(list(values), list(range(1, len(values) + 1)), default=0, return_dtype=pl.Int32)
 
 
 def to_arrays(df: pl.DataFrame, spec: FeatureSpec) -> dict[str, np.ndarray]:
