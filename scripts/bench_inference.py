@@ -5,6 +5,9 @@ quantization (``tabxfer export``: raw fields in, verified on held-out rows), the
 
 * torch eager fp32: the trained network on features already computed (the polars pipeline's output), so
   torch is *not* charged for feature computation;
+* torch eager fp32 from raw fields: the module the ONNX graph is exported from (features in torch, then
+  the network), run eagerly on the same raw trips: the like-for-like twin of the ONNX graphs (only the
+  string -> code lookups, done beforehand here, are the graph's alone);
 * ONNX fp32 / dynamic-int8 / static-int8 (onnxruntime, CPU provider): the whole graph from raw fields,
   features included.
 
@@ -32,7 +35,15 @@ from hydra import compose, initialize_config_dir
 
 from tabxfer.data.catalog import default_data_dir
 from tabxfer.export import serve
-from tabxfer.export.artifact import context_array, context_hours, export_checkpoint, held_out, raw_columns
+from tabxfer.export.artifact import (
+    context_array,
+    context_hours,
+    export_checkpoint,
+    held_out,
+    raw_columns,
+    raw_model,
+    raw_tensors,
+)
 from tabxfer.export.graph import RawFeatures
 from tabxfer.export.onnx_graph import raw_inputs
 from tabxfer.features import pipeline
@@ -119,6 +130,12 @@ def bench_model(model: str, ckpt: str, args: argparse.Namespace, out: Path) -> d
         lat = timings(lambda: module(*[x[:1] for x in xs]), args.latency_runs)
         thr = timings(lambda: module(*xs), args.throughput_runs, warmup=3)
     res["torch_eager_fp32"] = summary(lat, thr, n) | {"bytes": None, "rmsle_delta": 0.0}
+    rt, _ = raw_model(module)
+    raw_args = raw_tensors(rt.features, rows, context=rt.needs_context)
+    with torch.inference_mode():
+        lat = timings(lambda: rt(*[a[:1] for a in raw_args]), args.latency_runs)
+        thr = timings(lambda: rt(*raw_args), args.throughput_runs, warmup=3)
+    res["torch_eager_raw_fp32"] = summary(lat, thr, n) | {"bytes": None, "rmsle_delta": 0.0}
     for mode in ONNX_VARIANTS:
         v = rep["variants"][mode]
         sess = serve.session(art / v["file"], "cpu", threads=args.threads)
@@ -172,18 +189,21 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def print_table(results: list[dict[str, Any]]) -> None:
-    cols = ["torch_eager_fp32", *[f"onnx_{m}" for m in ONNX_VARIANTS]]
+    cols = ["torch_eager_fp32", "torch_eager_raw_fp32", *[f"onnx_{m}" for m in ONNX_VARIANTS]]
     print(
-        f"\n{'model':16} {'runtime':18} {'KiB':>7} {'RMSLE chg':>9} {'p50 ms':>7} {'p99 ms':>7} {'rows/s@4096':>12} {'x torch':>7}"
+        f"\n{'model':16} {'runtime':20} {'KiB':>7} {'RMSLE chg':>9} {'p50 ms':>7} {'p99 ms':>7} {'rows/s@4096':>12} "
+        f"{'x torch':>7} {'x raw torch':>11}"
     )
     for r in results:
         base = r["torch_eager_fp32"]["rows_per_s_b4096"]
-        for c in cols:
+        raw = r.get("torch_eager_raw_fp32", {}).get("rows_per_s_b4096")
+        for c in [c for c in cols if c in r]:
             v = r[c]
             kib = f"{v['bytes'] / 1024:.0f}" if v["bytes"] else "-"
+            vs_raw = f"{v['rows_per_s_b4096'] / raw:>11.2f}" if raw else f"{'-':>11}"
             print(
-                f"{r['model']:16} {c:18} {kib:>7} {v['rmsle_delta']:>+9.4f} {v['p50_ms_b1']:>7.3f} "
-                f"{v['p99_ms_b1']:>7.3f} {v['rows_per_s_b4096']:>12,.0f} {v['rows_per_s_b4096'] / base:>7.2f}"
+                f"{r['model']:16} {c:20} {kib:>7} {v['rmsle_delta']:>+9.4f} {v['p50_ms_b1']:>7.3f} "
+                f"{v['p99_ms_b1']:>7.3f} {v['rows_per_s_b4096']:>12,.0f} {v['rows_per_s_b4096'] / base:>7.2f} {vs_raw}"
             )
 
 

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from tabxfer.data.synthetic import generate
+from tabxfer.export.artifact import raw_tensors
 from tabxfer.export.graph import RawFeatures, civil_from_days, fdiv
 from tabxfer.export.onnx_graph import RawTripModel, export_raw_graph, raw_inputs
 from tabxfer.features import pipeline
@@ -55,19 +56,7 @@ def data():
 
 
 def torch_inputs(rf: RawFeatures, test: pl.DataFrame):
-    spec = rf.spec
-
-    def codes(name: str) -> list[int]:
-        return [spec.categorical_feature(name).index(v) for v in test[name].cast(pl.String).to_list()]
-
-    def f(c: str) -> torch.Tensor:
-        return torch.tensor(test[c].cast(pl.Float64).fill_null(float("nan")).to_numpy())
-
-    cod = torch.tensor(np.array([codes(n) for n in rf.string_inputs]).T)
-    cen = torch.tensor([rf.cities.index(c) if c in rf.cities else -1 for c in test["city"].to_list()])
-    ts = torch.tensor(test["pickup_time"].dt.epoch("s").to_numpy())
-    num = torch.stack([f(c) for c in rf.numeric_inputs], 1)
-    return ts, f("pickup_lat"), f("pickup_lon"), f("dropoff_lat"), f("dropoff_lon"), num, cod, cen
+    return raw_tensors(rf, test)
 
 
 def test_features_match_the_polars_pipeline(data):

@@ -205,6 +205,35 @@ def raw_columns(df: pl.DataFrame, inputs: Sequence[RawInput]) -> dict[str, np.nd
     return out
 
 
+def raw_tensors(f: RawFeatures, df: pl.DataFrame, context: bool = False) -> tuple[torch.Tensor, ...]:
+    """Canonical trips -> the packed arguments of ``RawFeatures`` / ``RawTripModel`` (what the ONNX
+    graph's per-field inputs and label encoders become inside it): the torch twin of :func:`raw_columns`.
+    ``context``: append the raw hourly context (a model with ``needs_context``)."""
+    spec = f.spec
+
+    def floats(c: str) -> torch.Tensor:
+        col = df[c].cast(pl.Float64) if c in df.columns else pl.Series([None] * df.height, dtype=pl.Float64)
+        return torch.from_numpy(col.fill_null(float("nan")).to_numpy().copy())
+
+    def codes(name: str) -> list[int]:
+        feat = spec.categorical_feature(name)
+        values = df[name].cast(pl.String).to_list() if name in df.columns else [None] * df.height
+        return [feat.index(v) for v in values]
+
+    args = [
+        torch.from_numpy(df["pickup_time"].dt.epoch("s").to_numpy().astype(np.int64)),
+        *[floats(c) for c in ("pickup_lat", "pickup_lon", "dropoff_lat", "dropoff_lon")],
+        torch.stack([floats(c) for c in f.numeric_inputs], 1)
+        if f.numeric_inputs
+        else torch.zeros(df.height, 0, dtype=torch.float64),
+        torch.tensor(np.array([codes(n) for n in f.string_inputs], dtype=np.int64).T.reshape(df.height, -1)),
+        torch.tensor([f.cities.index(c) if c in f.cities else -1 for c in df["city"].to_list()]),
+    ]
+    if context:
+        args.append(torch.from_numpy(context_array(df, "__ctx_raw")))
+    return tuple(args)
+
+
 def torch_log_pred(module: Any, spec: FeatureSpec, df: pl.DataFrame, batch: int = 4096) -> np.ndarray:
     """The torch model's log-duration on features from the polars pipeline (the reference). A model
     that reads the context gets it from ``df``'s ``__ctx`` column (:func:`held_out` with the spec), as
