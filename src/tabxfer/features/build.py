@@ -29,7 +29,7 @@ from tabxfer.features.spec import FeatureSpec
 from tabxfer.features.splits import SPLITS, SplitConfig, assign_split
 
 log = logging.getLogger(__name__)
-PIPELINE_VERSION = 2  # bump when raw_features/transform or the spec change (2: spec.context)
+PIPELINE_VERSION = 3  # bump when raw_features/transform or the spec change (2: spec.context; 3: bearing without atan2)
 
 
 class Source(Protocol):
