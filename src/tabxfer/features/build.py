@@ -29,7 +29,8 @@ from tabxfer.features.spec import FeatureSpec
 from tabxfer.features.splits import SPLITS, SplitConfig, assign_split
 
 log = logging.getLogger(__name__)
-PIPELINE_VERSION = 3  # bump when raw_features/transform or the spec change (2: spec.context; 3: bearing without atan2)
+# bump when raw_features/transform or the spec change (2: spec.context; 3: bearing without atan2)
+PIPELINE_VERSION = 3
 
 
 class Source(Protocol):
