@@ -21,10 +21,7 @@ def haversine_km(lat1: pl.Expr, lon1: pl.Expr, lat2: pl.Expr, lon2: pl.Expr) -> 
 
 def bearing_deg(lat1: pl.Expr, lon1: pl.Expr, lat2: pl.Expr, lon2: pl.Expr) -> pl.Expr:
     """Initial compass bearing from point 1 to point 2, degrees in [-180, 180] (0 = north, 90 = east)."""
-    phi1, phi2 = lat1.radians(), lat2.radians()
-    dlmb = (lon2 - lon1).radians()
-    y = dlmb.sin() * phi2.cos()
-    x = phi1.cos() * phi2.sin() - phi1.sin() * phi2.cos() * dlmb.cos()
+    y, x = bearing_yx(lat1, lon1, lat2, lon2)
     return pl.arctan2(y, x).degrees()
 
 

@@ -269,7 +269,7 @@ def fit(train: pl.LazyFrame, cfg: FeatureConfig | Mapping[str, Any] | None = Non
     """Fit centers, scalers and vocabularies on the training rows (canonical schema) only."""
     cfg = FeatureConfig.of(cfg)
     centers = fit_centers(train)
-    return fit_raw(raw_features(train, cfg, centers).collect(), cfg, centers)
+    return fit_raw(raw_features(train, cfg, centers), cfg, centers)
 
 
 def fit_raw(
@@ -445,16 +445,20 @@ def _vocab_index(name: str, values: Sequence[Any], dtype: pl.DataType) -> pl.Exp
     cast, integers through a lookup table when their range is small (cells, hours): 5x faster than a
     hash-map ``replace_strict``, which stays the general case."""
     c = pl.col(name)
-    if dtype == pl.String and all(isinstance(v, str) for v in values):
-        return c.cast(pl.Enum(list(values)), strict=False).to_physical().cast(pl.Int32) + 1
     ints = [v for v in values if isinstance(v, int) and not isinstance(v, bool)]
-    if dtype.is_integer() and values and len(ints) == len(values) and max(ints) - min(ints) < 1 << 20:
+    if dtype == pl.String and all(isinstance(v, str) for v in values):
+        index = c.cast(pl.Enum(list(values)), strict=False).to_physical().cast(pl.Int32) + 1
+    elif dtype.is_integer() and values and len(ints) == len(values) and max(ints) - min(ints) < 1 << 20:
         lo, hi = min(ints), max(ints)
         lut = np.zeros(hi - lo + 1, dtype=np.int32)
         lut[np.asarray(ints) - lo] = np.arange(1, len(ints) + 1, dtype=np.int32)
-        index = pl.lit(pl.Series(lut)).gather((c.cast(pl.Int64) - lo).clip(0, hi - lo))
-        return pl.when(c.is_between(lo, hi)).then(index).otherwise(0).cast(pl.Int32).alias(name)
-    return c.replace_strict(list(values), list(range(1, len(values) + 1)), default=0, return_dtype=pl.Int32)
+        hit = pl.lit(pl.Series(lut)).gather((c.cast(pl.Int64) - lo).clip(0, hi - lo))
+        index = pl.when(c.is_between(lo, hi)).then(hit).otherwise(0).cast(pl.Int32)
+    else:
+        index = c.replace_strict(
+            list(values), list(range(1, len(values) + 1)), default=0, return_dtype=pl.Int32
+        )
+    return index.alias(name)
 
 
 def to_arrays(df: pl.DataFrame, spec: FeatureSpec) -> dict[str, np.ndarray]:
