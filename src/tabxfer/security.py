@@ -12,6 +12,10 @@ artifact. :func:`protect_run` does what it takes at the start of every run:
 * rewrites the files Hydra saved before the run started (``.hydra/*.yaml``: the overrides and the
   ``hydra`` node, which holds the sweeper's storage URL) with them masked.
 
+Known gap: the rewrite happens when the run starts, so a sweep worker killed in the moment between
+Hydra writing a trial's ``.hydra/hydra.yaml`` and the run starting leaves the storage password in that
+file. Closing it means masking the sweeper's hydra overrides before its launcher writes job configs.
+
 The run's own record of its config (checkpoint ``meta``, hence W&B config, model card and ONNX metadata)
 goes through :func:`redact_obj`.
 
