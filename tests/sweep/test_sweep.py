@@ -14,6 +14,8 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
+import wandb_log
+
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
 
@@ -65,9 +67,11 @@ def test_sweep_runs_trials_resumes_prunes_and_writes_the_best(tmp_path):
         assert len(t.intermediate_values) == 2  # val/rmsle reported each epoch
         # one W&B run per trial, tagged with its own trial number only (multirun never merges runs)
         (wb,) = list((run / "wandb").glob("offline-run-*/run-*.wandb"))
-        blob = wb.read_bytes()
-        assert f"trial-{t.number}".encode() in blob and b"study-t" in blob
-        assert all(f"trial-{o}".encode() not in blob for o in range(3) if o != t.number)
+        record = wandb_log.run_record(wb)
+        tags = set(record.tags)
+        assert {f"trial-{t.number}", "study-t"} <= tags
+        assert not tags & {f"trial-{o}" for o in range(3) if o != t.number}
+        assert record.run_group == "t" and record.display_name == f"t-trial-{t.number}"
         overrides = yaml.safe_load((run / ".hydra" / "overrides.yaml").read_text())
         assert any(o.startswith("model.d_block=") for o in overrides)
 

@@ -7,12 +7,14 @@ import json
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 
+import wandb_log
 from tabxfer.data.synthetic import generate
-from tabxfer.evaluation.slices import slice_keys, trips_from_cache
+from tabxfer.evaluation.slices import distance_band, slice_keys, trips_from_cache
 from tabxfer.features import pipeline
 from tabxfer.features.cache import SplitArrays
 
@@ -34,6 +36,12 @@ def test_slice_keys_from_the_cache_equal_those_of_the_trips():
 
 
 @pytest.mark.slow
+def test_distance_bands_are_closed_on_the_left_as_their_labels_read():
+    km = pl.Series("distance_km", [0.0, 0.99, 1.0, 2.99, 3.0, 9.99, 10.0, 250.0, float("nan"), None])
+    bands = distance_band(km).to_list()
+    assert bands == ["<1", "<1", "1-3", "1-3", "3-10", "3-10", ">=10", ">=10", None, None]
+
+
 def test_run_writes_and_logs_its_report(tmp_path, monkeypatch):
     import wandb
 
@@ -81,6 +89,8 @@ def test_run_writes_and_logs_its_report(tmp_path, monkeypatch):
     imp = json.loads((rep / "importance.json").read_text())
     assert imp["method"] == "permutation" and len(imp["importance"]) == len(imp["feature_names"])
     (wb,) = list((tmp_path / "run" / "wandb").glob("offline-run-*/run-*.wandb"))
-    blob = wb.read_bytes()
-    assert b"test/slices" in blob and b"test/pred_vs_actual" in blob
-    assert b"model-" in blob and b"best" in blob  # the checkpoint artifact with its aliases
+    keys = wandb_log.logged_keys(wb)
+    assert {"test/slices/_type", "test/pred_vs_actual/_type", "test/residuals/_type", "test/rmsle"} <= keys
+    aliases = {a.name: set(a.aliases) for a in wandb_log.artifacts(wb)}
+    run_id = wb.stem.removeprefix("run-")
+    assert {"latest", "best"} <= aliases[f"model-{run_id}"]  # the checkpoint artifact with its aliases

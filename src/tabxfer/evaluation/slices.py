@@ -43,6 +43,17 @@ SLICES = ("hour", "weekday", "distance_km", "district", "airport", "city", "mode
 _WEEKDAYS = ("1-Mon", "2-Tue", "3-Wed", "4-Thu", "5-Fri", "6-Sat", "7-Sun")
 
 
+def distance_band(km: pl.Series) -> pl.Series:
+    """Trip distance as one of ``DISTANCE_LABELS``: bins closed on the left, as the labels read
+    (1.0 km is "1-3"); a missing or NaN distance is null."""
+    band = (
+        km.fill_nan(None)
+        .to_frame("d")
+        .select(pl.col("d").bin_intervals(DISTANCE_EDGES, labels=DISTANCE_LABELS).cast(pl.String))
+    )
+    return band.to_series().alias(km.name)
+
+
 def _near(lat: pl.Expr, lon: pl.Expr) -> pl.Expr:
     hits = [
         haversine_km(lat, lon, pl.lit(a_lat), pl.lit(a_lon)) < AIRPORT_RADIUS_KM
@@ -146,7 +157,7 @@ def slice_keys(
             + "-"
             + (hour // 6 * 6 + 5).cast(pl.String).str.zfill(2),
             "weekday": t.dt.weekday().replace_strict(dict(enumerate(_WEEKDAYS, 1)), return_dtype=pl.String),
-            "distance_km": dist.cut(DISTANCE_EDGES, labels=DISTANCE_LABELS).cast(pl.String).fill_null("?"),
+            "distance_km": distance_band(dist).fill_null("?"),
             "district": _borough(df, zones, centers) if zones is not None else _grid_district(df, centers),
             "airport": airport,
             **text,

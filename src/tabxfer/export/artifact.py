@@ -47,6 +47,7 @@ import tabxfer
 from tabxfer.data.geo import haversine_km
 from tabxfer.data.quality import Validation
 from tabxfer.evaluation.metrics import rmsle
+from tabxfer.evaluation.slices import distance_band
 from tabxfer.export import quantize as q
 from tabxfer.export import serve
 from tabxfer.export.graph import RawFeatures
@@ -273,7 +274,7 @@ def slices(df: pl.DataFrame, log_pred: np.ndarray, log_true: np.ndarray) -> list
     keys = {
         "city": df["city"].cast(pl.String).fill_null("?"),
         "mode": df["mode"].cast(pl.String).fill_null("?"),
-        "distance_km": dist.cut([1, 3, 10], labels=["<1", "1-3", "3-10", ">=10"]).cast(pl.String),
+        "distance_km": distance_band(dist).fill_null("?"),
         "hour": (df["pickup_time"].dt.hour() // 6 * 6).cast(pl.String).str.zfill(2) + "h+6",
     }
     rows = []
