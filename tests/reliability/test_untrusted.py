@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import tabxfer
+import wandb_log
 from tabxfer import security
 from tabxfer.training import checkpoint
 from tabxfer.training.transfer import load_pretrained
@@ -90,6 +91,8 @@ def _files_holding(root: Path, needles: list[str]) -> dict[str, list[str]]:
     for f in root.rglob("*"):
         if f.is_file():
             data = f.read_bytes()
+            if f.suffix == ".wandb":  # records, not blocks: a block boundary may cut a secret in two
+                data += b"".join(wandb_log.chunks_to_records(data))
             hits = [n for n in needles if n.encode() in data]
             if hits:
                 found[str(f.relative_to(root))] = hits
@@ -124,6 +127,8 @@ def test_no_credential_in_anything_a_run_writes(tmp_path: Path) -> None:
     for expected in (".hydra/overrides.yaml", "checkpoints/best.ckpt", "onnx/model_card.md", "metrics.json"):
         assert any(w.startswith(expected) for w in written), (expected, written)  # the sinks were written
     assert any(w.endswith(".wandb") for w in written) and any("report/" in w for w in written)
+    for wb in run_dir.rglob("run-*.wandb"):
+        wandb_log.closed(wb)  # W&B's service may still be writing the log's last records
     assert _files_holding(run_dir, [api_key, password]) == {}
     assert api_key not in proc.stdout + proc.stderr and password not in proc.stdout + proc.stderr
     assert "tabxfer:***@db/o" in (run_dir / ".hydra" / "overrides.yaml").read_text()  # masked, kept
