@@ -54,6 +54,15 @@ def chunks_to_records(data: bytes) -> list[bytes]:
     return out
 
 
+def searchable(path: Path) -> bytes:
+    """A file's bytes to search for a secret: a W&B log's records are added whole (a block boundary may
+    cut a string in two in the file itself)."""
+    data = Path(path).read_bytes()
+    if Path(path).suffix == ".wandb" and data[:4] == b":W&B":
+        data += b"".join(chunks_to_records(data))
+    return data
+
+
 def records(path: Path) -> list[pb.Record]:
     """Every record of the run's transaction log, parsed."""
     out = []

@@ -12,9 +12,11 @@ artifact. :func:`protect_run` does what it takes at the start of every run:
 * rewrites the files Hydra saved before the run started (``.hydra/*.yaml``: the overrides and the
   ``hydra`` node, which holds the sweeper's storage URL) with them masked.
 
-Known gap: the rewrite happens when the run starts, so a sweep worker killed in the moment between
-Hydra writing a trial's ``.hydra/hydra.yaml`` and the run starting leaves the storage password in that
-file. Closing it means masking the sweeper's hydra overrides before its launcher writes job configs.
+A sweep's trials are saved by Hydra before they run, so the rewrite alone would leave a window (a worker
+killed between the save and the run's start). The sweeper closes it for its storage URL: it masks the
+password in the config every trial's config is composed from (:func:`tabxfer.sweep.sweeper.mask_storage`),
+so no trial's ``.hydra/hydra.yaml`` ever holds it. A secret in a *task* override of a sweep (a URL in
+``tags``, say) is a value the trial needs, so its saved config holds it until the run starts and masks it.
 
 The run's own record of its config (checkpoint ``meta``, hence W&B config, model card and ONNX metadata)
 goes through :func:`redact_obj`.

@@ -90,9 +90,7 @@ def _files_holding(root: Path, needles: list[str]) -> dict[str, list[str]]:
     found: dict[str, list[str]] = {}
     for f in root.rglob("*"):
         if f.is_file():
-            data = f.read_bytes()
-            if f.suffix == ".wandb":  # records, not blocks: a block boundary may cut a secret in two
-                data += b"".join(wandb_log.chunks_to_records(data))
+            data = wandb_log.searchable(f)
             hits = [n for n in needles if n.encode() in data]
             if hits:
                 found[str(f.relative_to(root))] = hits

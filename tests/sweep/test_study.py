@@ -105,6 +105,48 @@ def test_storage_urls_and_redaction(tmp_path):
         st.storage("optuna.db")
 
 
+@pytest.mark.parametrize("where", ["command line", "config file"])
+def test_trial_configs_never_hold_the_storage_password(tmp_path, monkeypatch, where):
+    """Hydra saves each trial's ``.hydra/hydra.yaml`` before the trial starts: the config the launcher
+    recomposes it from (its hydra overrides re-applied) must hold the storage URL masked, wherever the
+    password came from, while the sweeper keeps the real URL."""
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+    from hydra._internal.utils import create_config_search_path
+    from hydra.types import RunMode
+    from omegaconf import OmegaConf
+
+    from tabxfer.sweep.sweeper import mask_storage
+
+    url = "postgresql+psycopg://tabxfer:hunter2secret@db:5432/optuna"
+    search = create_config_search_path(str(CONFIGS))
+    task, overrides = ["hparams_search=mlp"], ["hparams_search=mlp", "hydra.sweeper.n_trials=3"]
+    if where == "command line":
+        overrides.append(f"hydra.sweeper.storage='{url}'")
+    else:  # an experiment file that names the storage
+        exp = tmp_path / "experiment"
+        exp.mkdir()
+        (exp / "pw.yaml").write_text(f"# @package _global_\nhydra:\n  sweeper:\n    storage: {url}\n")
+        search.prepend("test", f"file://{tmp_path}")
+        task.append("experiment=pw")
+        overrides.append("experiment=pw")
+    loader = ConfigLoaderImpl(config_search_path=search)
+    master = loader.load_configuration("train", overrides=overrides, run_mode=RunMode.MULTIRUN)
+    assert master.hydra.sweeper.storage == url  # what the sweeper is built with, before setup masks
+    mask_storage(master)
+    trial = loader.load_sweep_config(master, [*task, "model.d_block=64"])  # as the launcher does
+    saved = OmegaConf.to_yaml(trial.hydra) + OmegaConf.to_yaml(master.hydra)
+    assert "hunter2secret" not in saved
+    assert trial.hydra.sweeper.storage == "postgresql+psycopg://tabxfer:***@db:5432/optuna"
+    assert trial.model.d_block == 64 and trial.hydra.sweeper.n_trials == 3  # the rest is untouched
+
+    monkeypatch.setenv("TABXFER_SWEEP_STORAGE", url)  # the advised habit: the saved config holds no secret
+    env = "hydra.sweeper.storage=${oc.env:TABXFER_SWEEP_STORAGE}"
+    master = loader.load_configuration("train", overrides=[*overrides[:2], env], run_mode=RunMode.MULTIRUN)
+    mask_storage(master)
+    node = OmegaConf.to_container(master.hydra.sweeper, resolve=False)
+    assert isinstance(node, dict) and node["storage"] == "${oc.env:TABXFER_SWEEP_STORAGE}"
+
+
 def test_orphaned_trials_are_failed_and_requeued(tmp_path):
     url = f"sqlite:///{tmp_path}/o.db"
     study = optuna.create_study(storage=st.storage(url), study_name="o")

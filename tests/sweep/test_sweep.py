@@ -170,10 +170,9 @@ def test_two_workers_share_one_postgres_study_and_survive_a_killed_worker(tmp_pa
             continue
         for t in running:
             pid = int(t.user_attrs.get("worker", "::").split(":")[1] or 0)
-            if pid and pid != main.pid:  # worker 1's trial: kill its process mid-trial. A trial lasts
-                # ~3 s here (a 2 s pause let one finish first); at once can land before the run has masked
-                # the storage password in its .hydra files (a known gap, see tabxfer.security)
-                time.sleep(0.5)
+            if pid and pid != main.pid:  # worker 1's trial: kill its process at once (a trial lasts ~3 s
+                # here). Often before the run starts: Hydra has saved the trial's .hydra files, and they
+                # must not hold the storage password (the sweeper masks it before composing them)
                 os.kill(pid, signal.SIGKILL)
                 killed_trial = t.number
                 break
@@ -208,13 +207,14 @@ def test_two_workers_share_one_postgres_study_and_survive_a_killed_worker(tmp_pa
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     assert st_finished(postgres_url) == len(done) + 1
     retried = optuna.load_study(study_name="t", storage=postgres_url).get_trials()[retry[0].number]
-    assert retried.state in (TrialState.COMPLETE, TrialState.PRUNED)  # the killed trial's parameters ran
-    assert retried.params == trials[killed_trial].params
+    assert retried.state in (TrialState.COMPLETE, TrialState.PRUNED)
+    # the killed trial's parameters ran (every one drawn before the kill: at once can precede the draws)
+    assert trials[killed_trial].params.items() <= retried.params.items()
 
     leaks = {}
     for f in tmp_path.rglob("*"):
         if f.is_file() and "cache" not in f.parts:
-            data = f.read_bytes()
+            data = wandb_log.searchable(f)
             hits = [n for n in (password, api_key) if n.encode() in data]
             if hits:
                 leaks[str(f.relative_to(tmp_path))] = hits

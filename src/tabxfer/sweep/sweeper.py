@@ -37,10 +37,11 @@ from hydra.core.plugins import Plugins
 from hydra.core.utils import JobStatus
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, RunMode, TaskFunction
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from optuna.distributions import BaseDistribution
 from optuna.trial import TrialState
 
+from tabxfer import security
 from tabxfer.io import write_text_atomic
 from tabxfer.sweep import study as st
 from tabxfer.sweep.space import as_override, parse_space
@@ -95,6 +96,7 @@ class OptunaSweeper(Sweeper):
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config = config
         self.hydra_context = hydra_context
+        mask_storage(config)  # before the launcher composes (and Hydra saves) any trial's config
         self.launcher = Plugins.instance().instantiate_launcher(
             config=config, hydra_context=hydra_context, task_function=task_function
         )
@@ -259,6 +261,23 @@ class OptunaSweeper(Sweeper):
             self.config.hydra.job.config_name, overrides=[], run_mode=RunMode.RUN
         )
         return dict(plain.hydra.runtime.choices)
+
+
+def mask_storage(config: DictConfig) -> None:
+    """Mask the storage password in the config the launcher recomposes every trial's config from.
+
+    Hydra saves a trial's ``.hydra/hydra.yaml`` (its ``hydra`` node: the sweeper's storage and the hydra
+    overrides) before the trial runs, so a worker killed in between would leave the password there. The
+    trials never use the storage (the sweeper holds the study), so their configs get it masked: the hydra
+    overrides are masked, and a password given in a config file is overridden with the masked URL.
+    """
+    sweeper = OmegaConf.to_container(config.hydra.sweeper, resolve=False)  # ${oc.env:...} stays as it is
+    raw = sweeper.get("storage") if isinstance(sweeper, dict) else None
+    with read_write(config), open_dict(config):
+        config.hydra.overrides.hydra = [security.redact(o) for o in config.hydra.overrides.hydra]
+        if isinstance(raw, str) and security.redact(raw) != raw:
+            config.hydra.overrides.hydra.append(f"hydra.sweeper.storage='{security.redact(raw)}'")
+            config.hydra.sweeper.storage = security.redact(raw)
 
 
 def _has_best(study: optuna.Study) -> bool:
