@@ -186,8 +186,16 @@ def test_ghost_batch_norm_matches_pytorch_tabnet_gbn(b, vbs):
     torch.nn.init.normal_(ref.bn.bias)
     gbn = GhostBatchNorm1d(copy.deepcopy(ref.bn), virtual_batch_size=vbs)
     x = torch.randn(b, 6) * 3 + 1
+    grad_out = torch.randn(b, 6)
     for _ in range(3):  # training: per-virtual-batch statistics and running-stat updates
-        torch.testing.assert_close(gbn(x), ref(x), atol=1e-5, rtol=1e-5)
+        x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
+        y1, y2 = gbn(x1), ref(x2)
+        torch.testing.assert_close(y1, y2, atol=1e-5, rtol=1e-5)
+        (y1 * grad_out).sum().backward()
+        (y2 * grad_out).sum().backward()
+        torch.testing.assert_close(x1.grad, x2.grad, atol=1e-5, rtol=1e-5)
+    for p1, p2 in ((gbn.bn.weight, ref.bn.weight), (gbn.bn.bias, ref.bn.bias)):
+        torch.testing.assert_close(p1.grad, p2.grad, atol=1e-4, rtol=1e-5)
     torch.testing.assert_close(gbn.bn.running_mean, ref.bn.running_mean, atol=1e-6, rtol=1e-5)
     torch.testing.assert_close(gbn.bn.running_var, ref.bn.running_var, atol=1e-6, rtol=1e-5)
     assert gbn.bn.num_batches_tracked == ref.bn.num_batches_tracked

@@ -149,31 +149,34 @@ class GhostBatchNorm1d(nn.Module):
         if not self.training or n_chunks <= 1:
             # NOTE[DIFF] eval: one BatchNorm call, no chunking (static graph, batch-size independent)
             return self.bn(x)
-        # NOTE[DIFF] training: all virtual batches at once instead of a Python loop over torch.chunk
+        # NOTE[DIFF] training: all virtual batches in one BatchNorm call instead of a Python loop over
+        # torch.chunk: the chunks side by side as channels, (n_full, size, C) -> (size, n_full * C)
         size = -(-B // n_chunks)  # torch.chunk's chunk length; the last chunk may be shorter
         n_full = B // size
         n_head = n_full * size
         bn = self.bn
-        xf = x[:n_head].reshape(n_full, size, -1).float()  # (n_full, size, C)
-        var, mean = torch.var_mean(xf, dim=1, keepdim=True, correction=0)  # (n_full, 1, C)
-        y = (xf - mean) * torch.rsqrt(var + bn.eps)
-        if bn.affine:
-            y = y * bn.weight + bn.bias
-        y = y.to(x.dtype).reshape(n_head, -1)  # (n_head, C)
+        C = x.shape[1]
+        xf = x[:n_head].reshape(n_full, size, C).transpose(0, 1).reshape(size, n_full * C).float()
+        # momentum 1 leaves each chunk's own mean and unbiased variance in these per-call buffers
+        mean = xf.new_zeros(n_full * C)
+        var = xf.new_ones(n_full * C)
+        weight = bn.weight.float().repeat(n_full) if bn.affine else None
+        bias = bn.bias.float().repeat(n_full) if bn.affine else None
+        y = F.batch_norm(xf, mean, var, weight, bias, training=True, momentum=1.0, eps=bn.eps)
+        y = y.reshape(size, n_full, C).transpose(0, 1).reshape(n_head, C).to(x.dtype)
         if bn.track_running_stats:
-            self._update_running_stats(mean.squeeze(1), var.squeeze(1), size)
+            self._update_running_stats(mean.view(n_full, C), var.view(n_full, C))
         if n_head < B:  # the short last chunk, after the full ones (running stats are order-dependent)
             y = torch.cat([y, bn(x[n_head:])], dim=0)
         return y
 
     @torch.no_grad()
-    def _update_running_stats(self, mean: Tensor, var: Tensor, size: int) -> None:
+    def _update_running_stats(self, mean: Tensor, unbiased: Tensor) -> None:
         """As ``k`` sequential updates ``r <- (1 - m) r + m s_i``: ``r_k = (1-m)^k r_0 + sum_i m (1-m)^(k-1-i) s_i``."""
         bn = self.bn
         m = float(bn.momentum)  # type: ignore[arg-type]  # checked in __init__
         k = mean.shape[0]
         w = m * (1 - m) ** torch.arange(k - 1, -1, -1, device=mean.device, dtype=mean.dtype)  # (k,)
-        unbiased = var * (size / (size - 1))  # running_var is unbiased, as in BatchNorm
         assert bn.running_mean is not None and bn.running_var is not None
         bn.running_mean.mul_((1 - m) ** k).add_((w @ mean).to(bn.running_mean.dtype))
         bn.running_var.mul_((1 - m) ** k).add_((w @ unbiased).to(bn.running_var.dtype))
