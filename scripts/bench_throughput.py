@@ -15,6 +15,10 @@ sparsity weight. rows/s is over the epochs after the first (the first pays one-o
 allocating, pytorch-tabnet's setup), with ``torch.cuda.synchronize()`` at the epoch ends on a GPU.
 tabxfer on a GPU trains in bf16 (``trainer=gpu``) and is also timed in fp32, as pytorch-tabnet has no
 mixed precision. Prints a table and writes ``bench_results/bench_throughput.json``.
+
+``--accuracy-epochs N`` also trains both TabNets to convergence on the same split (at most N epochs, early
+stopping on the validation RMSLE with ``--patience``; pytorch-tabnet with its own defaults for learning rate
+and batch-norm momentum, 2e-2 and 0.02) and reports their test RMSLE: the same network should score alike.
 """
 
 from __future__ import annotations
@@ -204,6 +208,76 @@ def pytorch_tabnet_side(
     }
 
 
+def tabxfer_accuracy(overrides: list[str], epochs: int, patience: int, work: Path) -> dict[str, Any]:
+    """tabxfer's TabNet trained as ``train.py`` trains it (early stopping on val), tested on the test split."""
+    from tabxfer.train import run
+
+    cfg = compose(
+        [
+            *overrides,
+            f"paths.output_dir={work / 'tabnet_accuracy'}",
+            f"trainer.max_epochs={epochs}",
+            f"callbacks.early_stopping.patience={patience}",
+            "logger=csv",
+            "report.enabled=false",
+            "+trainer.enable_progress_bar=false",
+        ]
+    )
+    r = run(cfg)
+    return {"test_rmsle": r["metrics"]["test/rmsle"], "seconds": r["train_seconds"], "epochs": r["epochs"]}
+
+
+def pytorch_tabnet_accuracy(mcfg: dict[str, Any], cache: Any, args: argparse.Namespace) -> dict[str, Any]:
+    """pytorch-tabnet's ``TabNetRegressor`` (same network, its default optimizer settings) on the same split."""
+    from pytorch_tabnet.tab_model import TabNetRegressor
+
+    tr, va, te = (cache.split(s) for s in ("train", "val", "test"))
+    n = min(args.train_rows or len(tr), len(tr))
+
+    def features(a: Any, rows: int | None = None) -> np.ndarray:
+        return np.hstack([a.x_num[:rows], a.x_cat[:rows].astype(np.float32)]).astype(np.float32)
+
+    mu, sd = float(tr.y[:n].mean()), float(tr.y[:n].std())
+    n_num, cards = tr.x_num.shape[1], [int(c) for c in mcfg["cardinalities"]]
+    reg = TabNetRegressor(
+        n_d=mcfg["n_d"],
+        n_a=mcfg["n_a"],
+        n_steps=mcfg["n_steps"],
+        gamma=mcfg["gamma"],
+        n_independent=mcfg["n_independent"],
+        n_shared=mcfg["n_shared"],
+        mask_type=mcfg["mask_type"],
+        lambda_sparse=mcfg["lambda_sparse"],
+        cat_idxs=list(range(n_num, n_num + len(cards))),
+        cat_dims=cards,
+        cat_emb_dim=mcfg["d_embed"],
+        seed=args.seed,
+        verbose=0,
+    )
+    t0 = time.perf_counter()
+    reg.fit(
+        features(tr, n),
+        ((tr.y[:n] - mu) / sd).reshape(-1, 1),
+        eval_set=[(features(va), ((va.y - mu) / sd).reshape(-1, 1))],
+        max_epochs=args.accuracy_epochs,
+        patience=args.patience,
+        batch_size=args.batch_size,
+        virtual_batch_size=mcfg["virtual_batch_size"],
+        num_workers=0,
+        drop_last=False,
+        compute_importance=False,
+    )
+    seconds = time.perf_counter() - t0
+    pred = np.maximum(reg.predict(features(te)).ravel() * sd + mu, 0.0)  # log1p of a duration, as tabxfer's
+    rmsle = float(np.sqrt(np.mean((pred - te.y) ** 2)))
+    return {
+        "test_rmsle": rmsle,
+        "seconds": seconds,
+        "epochs": len(reg.history["loss"]),
+        "best_epoch": reg.best_epoch,
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", nargs="*", default=DEEP_MODELS)
@@ -219,6 +293,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-pytorch-tabnet", dest="pytorch_tabnet", action="store_false")
+    ap.add_argument("--accuracy-epochs", type=int, default=0, help="also compare the TabNets' test RMSLE")
+    ap.add_argument("--patience", type=int, default=8, help="early stopping (epochs) for --accuracy-epochs")
     ap.add_argument("--extra", nargs="*", default=[], help="more Hydra overrides for every model")
     ap.add_argument("--out", type=Path, default=REPO / "bench_results" / "bench_throughput.json")
     args = ap.parse_args()
@@ -246,6 +322,7 @@ def main() -> None:
         *args.extra,
     ]
     rows: list[dict[str, Any]] = []
+    accuracy: dict[str, Any] = {}
     cache = None
     for model in args.models:
         overrides = [f"model={model}", *[o for o in base if "virtual_batch" not in o or model == "tabnet"]]
@@ -265,6 +342,11 @@ def main() -> None:
             )
             rows.append({"model": model, "impl": "pytorch_tabnet", "train_rows": n, **r})
             print(f"{model:16} pytorch-tabnet {r['rows_per_s']:>12,.0f} rows/s", flush=True)
+            if args.accuracy_epochs:
+                accuracy = {
+                    "tabxfer": tabxfer_accuracy(overrides, args.accuracy_epochs, args.patience, work),
+                    "pytorch_tabnet": pytorch_tabnet_accuracy(mcfg, cache, args),
+                }
 
     device = torch.cuda.get_device_name(0) if gpu else platform.processor() or platform.machine()
     print(f"\ntraining throughput, {args.data}, {device}, batch {args.batch_size}, epochs {args.epochs}")
@@ -282,6 +364,10 @@ def main() -> None:
         for r in ours:
             ratio = r["rows_per_s"] / theirs[0]["rows_per_s"]
             print(f"TabNet, tabxfer {r['precision']} / pytorch-tabnet fp32: {ratio:.2f}x")
+    for impl, a in accuracy.items():
+        print(
+            f"TabNet test RMSLE, {impl}: {a['test_rmsle']:.4f} ({a['epochs']} epochs, {a['seconds']:.0f} s)"
+        )
     result = {
         "args": vars(args) | {"out": str(args.out)},
         "machine": {
@@ -292,6 +378,7 @@ def main() -> None:
         },
         "versions": {"torch": torch.__version__},
         "results": rows,
+        "tabnet_accuracy": accuracy,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_suffix(".json.tmp")

@@ -31,6 +31,8 @@ def test_both_sides_train_the_same_network_on_the_same_rows(tmp_path: Path) -> N
         "512",
         "--epochs",
         "2",
+        "--accuracy-epochs",
+        "2",
         "--out",
         str(out),
         "--extra",
@@ -40,7 +42,8 @@ def test_both_sides_train_the_same_network_on_the_same_rows(tmp_path: Path) -> N
     env = {**os.environ, "TABXFER_CACHE_DIR": str(tmp_path / "cache"), "WANDB_MODE": "disabled"}
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    rows = {(r["model"], r["impl"]): r for r in json.loads(out.read_text())["results"]}
+    result = json.loads(out.read_text())
+    rows = {(r["model"], r["impl"]): r for r in result["results"]}
     assert set(rows) == {("tabnet", "tabxfer"), ("tabnet", "pytorch_tabnet"), ("mlp", "tabxfer")}
     ours, theirs = rows["tabnet", "tabxfer"], rows["tabnet", "pytorch_tabnet"]
     assert ours["train_rows"] == theirs["train_rows"] == 1500
@@ -50,3 +53,7 @@ def test_both_sides_train_the_same_network_on_the_same_rows(tmp_path: Path) -> N
     for r in rows.values():
         assert len(r["epoch_seconds"]) == 2 and r["rows_per_s"] > 0
     assert "TabNet, tabxfer" in proc.stdout and "pytorch-tabnet" in proc.stdout
+    accuracy = result["tabnet_accuracy"]
+    assert set(accuracy) == {"tabxfer", "pytorch_tabnet"}
+    for a in accuracy.values():  # both tested on the same split: an RMSLE of log1p durations, not of z-scores
+        assert 0.1 < a["test_rmsle"] < 3.0 and 1 <= a["epochs"] <= 2
