@@ -135,6 +135,32 @@ def tabxfer_side(cfg: Any, cache: Any, epochs: int, precision: str | None) -> di
     }
 
 
+def pytorch_tabnet(mcfg: dict[str, Any], n_num: int, args: argparse.Namespace, **settings: Any) -> Any:
+    """pytorch-tabnet's ``TabNetRegressor`` with the network of ``mcfg`` (tabxfer's TabNet config); the
+    categoricals follow the ``n_num`` numeric columns of its input matrix."""
+    import torch
+    from pytorch_tabnet.tab_model import TabNetRegressor
+
+    cards = [int(c) for c in mcfg["cardinalities"]]
+    return TabNetRegressor(
+        n_d=mcfg["n_d"],
+        n_a=mcfg["n_a"],
+        n_steps=mcfg["n_steps"],
+        gamma=mcfg["gamma"],
+        n_independent=mcfg["n_independent"],
+        n_shared=mcfg["n_shared"],
+        mask_type=mcfg["mask_type"],
+        lambda_sparse=mcfg["lambda_sparse"],
+        cat_idxs=list(range(n_num, n_num + len(cards))),
+        cat_dims=cards,
+        cat_emb_dim=mcfg["d_embed"],
+        seed=args.seed,
+        verbose=0,
+        device_name="cuda" if args.trainer != "cpu" and torch.cuda.is_available() else "cpu",
+        **settings,
+    )
+
+
 def pytorch_tabnet_side(
     mcfg: dict[str, Any],
     x_num: np.ndarray,
@@ -146,7 +172,6 @@ def pytorch_tabnet_side(
     """pytorch-tabnet's ``TabNetRegressor.fit`` with the network of ``mcfg`` (tabxfer's TabNet config)."""
     import torch
     from pytorch_tabnet.callbacks import Callback
-    from pytorch_tabnet.tab_model import TabNetRegressor
 
     n_num = x_num.shape[1]
     X = np.hstack([x_num, x_cat.astype(np.float32)]).astype(np.float32)
@@ -166,24 +191,13 @@ def pytorch_tabnet_side(
         def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
             timer.end()
 
-    reg = TabNetRegressor(
-        n_d=mcfg["n_d"],
-        n_a=mcfg["n_a"],
-        n_steps=mcfg["n_steps"],
-        gamma=mcfg["gamma"],
-        n_independent=mcfg["n_independent"],
-        n_shared=mcfg["n_shared"],
+    reg = pytorch_tabnet(
+        mcfg,
+        n_num,
+        args,
         momentum=mcfg["momentum"],
-        mask_type=mcfg["mask_type"],
-        lambda_sparse=mcfg["lambda_sparse"],
-        cat_idxs=list(range(n_num, n_num + len(cards))),
-        cat_dims=cards,
-        cat_emb_dim=mcfg["d_embed"],
         optimizer_fn=torch.optim.Adam,
         optimizer_params={"lr": lr},
-        seed=args.seed,
-        verbose=0,
-        device_name="cuda" if args.trainer != "cpu" and torch.cuda.is_available() else "cpu",
     )
     t0 = time.perf_counter()
     reg.fit(
@@ -229,7 +243,6 @@ def tabxfer_accuracy(overrides: list[str], epochs: int, patience: int, work: Pat
 
 def pytorch_tabnet_accuracy(mcfg: dict[str, Any], cache: Any, args: argparse.Namespace) -> dict[str, Any]:
     """pytorch-tabnet's ``TabNetRegressor`` (same network, its default optimizer settings) on the same split."""
-    from pytorch_tabnet.tab_model import TabNetRegressor
 
     tr, va, te = (cache.split(s) for s in ("train", "val", "test"))
     n = min(args.train_rows or len(tr), len(tr))
@@ -238,22 +251,7 @@ def pytorch_tabnet_accuracy(mcfg: dict[str, Any], cache: Any, args: argparse.Nam
         return np.hstack([a.x_num[:rows], a.x_cat[:rows].astype(np.float32)]).astype(np.float32)
 
     mu, sd = float(tr.y[:n].mean()), float(tr.y[:n].std())
-    n_num, cards = tr.x_num.shape[1], [int(c) for c in mcfg["cardinalities"]]
-    reg = TabNetRegressor(
-        n_d=mcfg["n_d"],
-        n_a=mcfg["n_a"],
-        n_steps=mcfg["n_steps"],
-        gamma=mcfg["gamma"],
-        n_independent=mcfg["n_independent"],
-        n_shared=mcfg["n_shared"],
-        mask_type=mcfg["mask_type"],
-        lambda_sparse=mcfg["lambda_sparse"],
-        cat_idxs=list(range(n_num, n_num + len(cards))),
-        cat_dims=cards,
-        cat_emb_dim=mcfg["d_embed"],
-        seed=args.seed,
-        verbose=0,
-    )
+    reg = pytorch_tabnet(mcfg, tr.x_num.shape[1], args)  # its own optimizer and momentum defaults
     t0 = time.perf_counter()
     reg.fit(
         features(tr, n),
