@@ -82,22 +82,14 @@ def tabxfer_side(cfg: Any, cache: Any, epochs: int, precision: str | None) -> di
     """Train ``cfg.model`` for ``epochs`` with validation, checkpoints and loggers off; time each epoch."""
     import hydra
     import pytorch_lightning as L
-    from omegaconf import OmegaConf
 
-    from tabxfer.train import model_config
+    from tabxfer.train import make_module, model_config
     from tabxfer.training.data import CacheDataModule
-    from tabxfer.training.module import TabularRegressor
 
     L.seed_everything(cfg.seed, workers=True)
     dm = CacheDataModule(cache, seed=cfg.seed, **cfg.datamodule)
     mcfg = model_config(cfg.model, cache)
-    module = TabularRegressor(
-        model_cfg=mcfg,
-        spec=json.loads(cache.spec.to_json()),
-        optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
-        scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True),
-        meta={},
-    )
+    module = make_module(cfg, cache, mcfg)  # as train.py builds it: objective, optimizer, guards
     timer = EpochRows()
 
     class Timer(L.Callback):

@@ -77,6 +77,34 @@ def model_config(model_cfg: DictConfig, cache: TensorCache) -> dict[str, Any]:
     return cfg
 
 
+def make_module(
+    cfg: DictConfig,
+    cache: TensorCache,
+    mcfg: dict[str, Any],
+    *,
+    meta: dict[str, Any] | None = None,
+    model: Any = None,
+    finetune: dict[str, Any] | None = None,
+) -> TabularRegressor:
+    """The Lightning module of a run: model ``mcfg`` (or ``model``, already built), the cache's spec, and
+    the run's optimizer, scheduler, objective and non-finite settings."""
+
+    def node(key: str) -> Any:
+        return OmegaConf.to_container(cfg[key], resolve=True) if cfg.get(key) else None
+
+    return TabularRegressor(
+        model_cfg=mcfg,
+        spec=json.loads(cache.spec.to_json()),
+        optimizer=node("optimizer"),
+        scheduler=node("scheduler"),
+        meta=meta,
+        model=model,
+        objective=node("objective"),
+        finetune=finetune or None,
+        nonfinite=node("nonfinite"),
+    )
+
+
 def _pretrained_summary(meta: Any) -> dict[str, Any]:
     return {"data_fingerprint": meta.get("data_fingerprint"), "corpus": meta.get("corpus")}
 
@@ -190,17 +218,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     }
     # plain JSON types only: checkpoints must load with torch.load(weights_only=True)
     meta = security.redact_obj(json.loads(json.dumps(meta, default=str)))
-    module = TabularRegressor(
-        model_cfg=mcfg,
-        spec=json.loads(cache.spec.to_json()),
-        optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),  # type: ignore[arg-type]
-        scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True),  # type: ignore[arg-type]
-        meta=meta,
-        model=model,
-        objective=OmegaConf.to_container(cfg.objective, resolve=True) if cfg.get("objective") else None,  # type: ignore[arg-type]
-        finetune=finetune or None,
-        nonfinite=OmegaConf.to_container(cfg.nonfinite, resolve=True) if cfg.get("nonfinite") else None,  # type: ignore[arg-type]
-    )
+    module = make_module(cfg, cache, mcfg, meta=meta, model=model, finetune=finetune)
     n_params = sum(p.numel() for p in module.model.parameters())
     log.info("model %s: %s parameters", mcfg["_target_"], f"{n_params:,}")
 
