@@ -122,17 +122,32 @@ class Validation:
             return None
         data_cols = [c for c in columns if c != "trip_id" and not c.startswith("_")]
         flag = [among.fill_null(False).alias("__among")] if among is not None else []
-        # Two independent 64-bit hashes of the row, each checked for an earlier occurrence: a repeated row
-        # repeats both; a distinct row is taken for a repeat only if each hash collides with some earlier
-        # row's (about n**3 / 2**128: 1e-20 for 1.5 M rows, 1e-12 for a billion). A third of the time of
-        # is_first_distinct on the struct itself, which row-encodes every column (0.43 s vs 0.15 s, 1.5 M
-        # Kaggle rows); the hashes treat -0.0 as 0.0 and NaN as NaN, as that does.
-        row = pl.struct(*data_cols, *flag)
-        repeated = ~row.hash(1).is_first_distinct() & ~row.hash(2).is_first_distinct()
+        # Two independent 64-bit hashes of the row; a row repeats an earlier one when both hashes equal
+        # that row's (a distinct row is taken for a repeat with probability about n**2 / 2**129: 1e-27 for
+        # 1.5 M rows, 1e-21 for a billion). Each row hash folds per-column hashes (each column its own
+        # seed) in column order, so swapped values hash apart. 0.075 s on 1.5 M Kaggle rows, against
+        # 0.23 s for two struct hashes checked apart and 0.43 s for is_first_distinct on the row struct,
+        # which row-encodes every column. Column hashes treat -0.0 as 0.0 and NaN as NaN, as that does.
+        cols = [pl.col(c) for c in data_cols] + flag
+        repeated = ~pl.struct(
+            _row_hash(cols, seed=0).alias("h0"), _row_hash(cols, seed=1).alias("h1")
+        ).is_first_distinct()
         rules = [(repeated, "duplicate_row")]
         if has_ids:
             rules.append((~pl.struct("trip_id", *flag).is_first_distinct(), "duplicate_id"))
         return first_reason(rules)
+
+
+def _row_hash(cols: list[pl.Expr], seed: int) -> pl.Expr:
+    """A UInt64 hash of the row: ``h = h * K + hash_i(col_i)`` (wrapping), each column hashed with its own
+    seed; polars' column hashes are vectorized, so this costs a fraction of a struct's row hash."""
+    h = pl.lit(0, pl.UInt64)
+    for i, c in enumerate(cols):
+        h = h * pl.lit(_MIX, pl.UInt64) + c.hash(seed * 1_000_003 + i)
+    return h
+
+
+_MIX = 0x9E3779B97F4A7C15  # 2**64 / golden ratio, odd: multiplying by it is a bijection on UInt64
 
 
 def first_reason(rules: list[tuple[pl.Expr, str]]) -> pl.Expr:

@@ -29,8 +29,9 @@ from tabxfer.features.spec import FeatureSpec
 from tabxfer.features.splits import SPLITS, SplitConfig, assign_split
 
 log = logging.getLogger(__name__)
-# bump when raw_features/transform or the spec change (2: spec.context; 3: bearing without atan2)
-PIPELINE_VERSION = 3
+# bump when raw_features/transform or the spec change (2: spec.context; 3: bearing without atan2;
+# 4: calendar features from lookup tables, cyclic encodings differing in the last bit)
+PIPELINE_VERSION = 4
 
 
 class Source(Protocol):
@@ -154,7 +155,7 @@ def featurize(
     bounds = np.searchsorted(codes, np.arange(len(SPLITS) + 1))
     train = slice(int(bounds[0]), int(bounds[1]))
     # raw features once for every row; statistics from the training rows only
-    centers = pipeline.fit_centers(df.lazy().slice(train.start, train.stop - train.start))
+    centers = pipeline.fit_centers(df[train])
     if base_spec is not None:  # shared cities keep the pretrained local frame
         centers = {**centers, **base_spec.city_centers}
     raw = pipeline.raw_features(df.lazy(), features, centers).collect()

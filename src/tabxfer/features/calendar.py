@@ -12,6 +12,8 @@ from __future__ import annotations
 import datetime as dt
 from functools import cache
 
+import numpy as np
+
 
 def _nth_weekday(year: int, month: int, weekday: int, n: int) -> dt.date:
     """The n-th (1-based; -1 = last) given weekday (0 = Monday) of a month."""
@@ -55,3 +57,29 @@ def holidays_between(first_year: int, last_year: int) -> list[dt.date]:
     for y in range(first_year, last_year + 2):
         out |= us_federal_holidays(y)
     return sorted(out)
+
+
+# The Gregorian calendar repeats every 400 years, which are exactly 146,097 days (a whole number of
+# weeks): a day's month and day of the year are functions of (days since 1970-01-01) mod this.
+DAYS_PER_400_YEARS = 146_097
+
+
+@cache
+def day_tables() -> dict[str, np.ndarray]:
+    """Lookup tables indexed by days since 1970-01-01: ``month`` (1-12) and ``ordinal`` (1-366) by the
+    day modulo :data:`DAYS_PER_400_YEARS` (valid for every date), and ``holiday`` (0/1) for the days of
+    1970-01-01 .. 2100-12-31 (the span :func:`holidays_between` covers; other days are no holiday).
+
+    >>> t = day_tables()
+    >>> d = (dt.date(2016, 2, 29) - dt.date(1970, 1, 1)).days
+    >>> int(t["month"][d]), int(t["ordinal"][d]), int(t["holiday"][d])
+    (2, 60, 0)
+    """
+    dates = np.datetime64("1970-01-01", "D") + np.arange(DAYS_PER_400_YEARS)
+    month = dates.astype("datetime64[M]").astype(np.int64) % 12 + 1
+    ordinal = (dates - dates.astype("datetime64[Y]").astype("datetime64[D]")).astype(np.int64) + 1
+    n_hol = (dt.date(2101, 1, 1) - dt.date(1970, 1, 1)).days
+    holiday = np.zeros(n_hol, dtype=np.int32)
+    offsets = [(d - dt.date(1970, 1, 1)).days for d in holidays_between(1970, 2099)]
+    holiday[[o for o in offsets if o < n_hol]] = 1
+    return {"month": month.astype(np.int32), "ordinal": ordinal.astype(np.int32), "holiday": holiday}

@@ -67,11 +67,13 @@ def resolve_paths(paths: PathLike | Sequence[PathLike]) -> list[Path]:
     return out
 
 
-def scan_table(path: Path, numbers: Iterable[str] = ()) -> pl.LazyFrame:
+def scan_table(path: Path, numbers: Iterable[str] = (), *, check_fields: bool = True) -> pl.LazyFrame:
     """A lazy scan of one CSV or Parquet file. CSV columns are all read as strings, so that the loader
     (not the CSV reader) decides what a malformed value means and can say which row it was; except the
     columns named in ``numbers`` (plain ``.csv`` only), read as Float64 by polars' number parser, which
-    makes the whole query fail on a value it cannot parse (see :meth:`TripSource.typed_columns`)."""
+    makes the whole query fail on a value it cannot parse (see :meth:`TripSource.typed_columns`).
+    ``check_fields``: make a query that reads a subset of the columns still fail on a line with too many
+    fields (see :func:`check_field_counts`); a query that reads every column fails on it anyway."""
     name = path.name.lower()
     if name.endswith((".parquet", ".pq")):
         try:
@@ -100,16 +102,22 @@ def scan_table(path: Path, numbers: Iterable[str] = ()) -> pl.LazyFrame:
                 lf.collect_schema()
             except pl.exceptions.NoDataError as e:
                 raise DataError("file is empty (expected a CSV header line)", file=str(path)) from e
-            # Polars checks a line's field count only when a query reads every column: a loader reads a
-            # subset, and a line with extra fields would be cut silently. This always-true filter reads
-            # every column, so such a line fails the query and TripSource._explain names it.
-            lf = lf.filter(pl.all_horizontal(pl.all().is_null() | pl.all().is_not_null()))
+            if check_fields:
+                lf = check_field_counts(lf)
         if any("\ufffd" in c for c in lf.collect_schema().names()):  # polars decodes the header lossily
             err = not_utf8(path)
             if err is not None:
                 raise err
         return lf
     raise DataError(f"unknown file type; expected one of {', '.join(TABLE_SUFFIXES)}", file=str(path))
+
+
+def check_field_counts(lf: pl.LazyFrame) -> pl.LazyFrame:
+    """Polars checks a CSV line's field count only when a query reads every column: a loader reads a
+    subset, and a line with extra fields would be cut silently. This always-true filter reads every
+    column, so such a line fails the query and :meth:`TripSource._explain` names it. (It also keeps a
+    ``head`` from stopping the read early: take samples from an unchecked scan.)"""
+    return lf.filter(pl.all_horizontal(pl.all().is_null() | pl.all().is_not_null()))
 
 
 def _open_binary(path: Path) -> Any:
@@ -438,8 +446,8 @@ class TripSource:
         return resolve_paths(self.paths)
 
     def _scan_file(self, path: Path) -> pl.LazyFrame:
-        raw = scan_table(path)
-        try:
+        raw = scan_table(path, check_fields=False)
+        try:  # the sample reads every column, so it checks its lines' field counts itself
             sample = raw.head(1000).collect()
         except READ_ERRORS as e:
             raise self._explain(e, [path]) from e  # e.g. a ragged CSV line among the first rows
@@ -447,12 +455,15 @@ class TripSource:
         # later row needs another one, load()/drop_report() see unparseable values and re-read the
         # sources with every format (self._all_formats), so no row is lost to the shortcut.
         schema = raw.collect_schema()
+        numbers: list[str] = []
         if self._typed and path.name.lower().endswith(".csv"):
             wanted = {c.lower() for c in self.typed_columns}
             numbers = [c for c in schema.names() if c.lower().strip() in wanted]
-            if numbers:
-                raw = scan_table(path, numbers)
-                schema = raw.collect_schema()
+        if numbers:
+            raw = scan_table(path, numbers)
+            schema = raw.collect_schema()
+        elif path.name.lower().endswith(".csv"):
+            raw = check_field_counts(raw)
         p = RowParser(path, schema, sample=None if self._all_formats else sample)
         if schema.names():
             p.fail(pl.all_horizontal([pl.col(c).is_null() for c in schema.names()]), EMPTY_ROW)
