@@ -87,6 +87,41 @@ def test_time_features_and_holidays():
     assert raw["hour_sin"][0] == pytest.approx(math.sin(2 * math.pi * 18.5 / 24))
 
 
+def test_calendar_tables_equal_the_datetime_accessors():
+    """The calendar features come from integer arithmetic on the epoch and lookup tables; they equal, to
+    the last bit, what polars' datetime accessors and sin/cos give: over 1900..2150 (the 400-year cycle,
+    leap days, holidays at both ends of their 1970..2100 span), right before 1970 (floor division), with
+    fractions of a second, and for a missing time."""
+    rng = np.random.default_rng(0)
+    start = dt.datetime(1900, 1, 1)
+    times = [start + dt.timedelta(seconds=int(s)) for s in rng.integers(0, 250 * 365 * 86400, 3000)]
+    times += [dt.datetime(1969, 12, 31, 23, 59, 59, 999_000), dt.datetime(1970, 1, 1), None]
+    times += [dt.datetime(2100, 12, 31, 12), dt.datetime(2101, 1, 1), dt.datetime(2000, 2, 29, 23, 59, 30)]
+    trips = make_trips(len(times)).with_columns(pickup_time=pl.Series(times, dtype=pl.Datetime("us")))
+    raw = P.raw_features(trips.lazy(), P.FeatureConfig(), {"nyc": (40.75, -73.98)}).collect()
+
+    t = pl.col("pickup_time")
+    hour_f = t.dt.hour() + t.dt.minute() / 60.0
+    week_f = (t.dt.weekday() - 1) + hour_f / 24.0
+    year_f = (t.dt.ordinal_day() - 1) / 365.25
+    days = pl.Series(P.calendar.holidays_between(1970, 2099), dtype=pl.Date).implode()
+    want = trips.select(
+        t.dt.hour().cast(pl.Int32).alias("hour"),
+        (t.dt.weekday() - 1).cast(pl.Int32).alias("weekday"),
+        t.dt.month().cast(pl.Int32).alias("month"),
+        t.dt.date().is_in(days).cast(pl.Int32).alias("holiday"),
+        (hour_f * P.TWO_PI / 24).sin().alias("hour_sin"),
+        (hour_f * P.TWO_PI / 24).cos().alias("hour_cos"),
+        (week_f * P.TWO_PI / 7).sin().alias("week_sin"),
+        (week_f * P.TWO_PI / 7).cos().alias("week_cos"),
+        (year_f * P.TWO_PI).sin().alias("year_sin"),
+        (year_f * P.TWO_PI).cos().alias("year_cos"),
+    )
+    assert want["holiday"].sum() > 0 and want["hour"].null_count() == 1
+    for name in want.columns:
+        assert raw[name].to_list() == want[name].to_list(), name
+
+
 @pytest.mark.parametrize(
     ("year", "day"),
     [

@@ -258,20 +258,25 @@ def _lookup(table: np.ndarray, index: pl.Expr) -> pl.Expr:
 @functools.cache
 def _cyclic_tables() -> dict[str, np.ndarray]:
     """sin/cos of the hour of the day (by minute of the day), of the week (by minute of the week,
-    0 = Monday 00:00) and of the year (by day of the year - 1), computed as the features were before
-    these tables: ``hour_f = hour + minute / 60``, ``week_f = weekday + hour_f / 24``,
-    ``year_f = (ordinal_day - 1) / 365.25``."""
-    m = np.arange(7 * 1440)
+    0 = Monday 00:00) and of the year (by day of the year - 1): ``hour_f = hour + minute / 60``,
+    ``week_f = weekday + hour_f / 24``, ``year_f = (ordinal_day - 1) / 365.25``. Computed by polars, as
+    the features were before these tables, and not by numpy, whose vectorized sin/cos differ in the
+    last bit: the exported graphs compute them with the C library's, and a TabNet's sparse masks can
+    turn a last-bit difference in a feature into 3e-4 on its output."""
+    m = pl.Series(np.arange(7 * 1440))
     hour_f = (m % 1440) // 60 + (m % 60) / 60.0
     week_f = m // 1440 + hour_f / 24.0
-    year_f = np.arange(366) / 365.25
+    year_f = pl.Series(np.arange(366)) / 365.25
+    h = hour_f[:1440] * TWO_PI / 24
+    w = week_f * TWO_PI / 7
+    y = year_f * TWO_PI
     return {
-        "hour_sin": np.sin(hour_f[:1440] * TWO_PI / 24),
-        "hour_cos": np.cos(hour_f[:1440] * TWO_PI / 24),
-        "week_sin": np.sin(week_f * TWO_PI / 7),
-        "week_cos": np.cos(week_f * TWO_PI / 7),
-        "year_sin": np.sin(year_f * TWO_PI),
-        "year_cos": np.cos(year_f * TWO_PI),
+        "hour_sin": h.sin().to_numpy(),
+        "hour_cos": h.cos().to_numpy(),
+        "week_sin": w.sin().to_numpy(),
+        "week_cos": w.cos().to_numpy(),
+        "year_sin": y.sin().to_numpy(),
+        "year_cos": y.cos().to_numpy(),
     }
 
 
