@@ -288,3 +288,31 @@ def test_drift_names_the_trips_an_artifact_refuses(artifacts):
     )
     with pytest.raises(DataError, match=r"refuses trips(.|\n)*passenger_count(.|\n)*row 7"):
         ref.predict(bad)
+
+
+def test_a_wrong_graph_is_refused_and_noise_is_not_an_excuse(tmp_path, monkeypatch):
+    """A graph 1 % off on one feature's scale fails the fp32 check and nothing is written; the float32
+    noise that excuses a sensitive row (``_torch_noise``) is tiny for a smooth model, so it cannot
+    excuse that error."""
+    from tabxfer.export import artifact
+    from tabxfer.train import load
+
+    res = run(compose_train(tmp_path, "mlp", "data=synthetic", "data.sources.nyc.n=3000", "model=mlp",
+                            *TINY["mlp"]))  # fmt: skip
+    module = load(res["best_checkpoint"])
+    _, spec = artifact.raw_model(module)
+    test = artifact.held_out(module.hparams["meta"]["config"], {"test": 200}, seed=0)["test"]
+    ref = artifact.torch_log_pred(module, spec, test)
+    noise = artifact._torch_noise(module, spec, test, np.arange(32), ref)
+    assert noise.shape == (32,) and noise.max() < FP32_TOL / 10
+
+    real = artifact.export_raw_graph
+
+    def off_by_one_percent(model, spec, path, *args, **kwargs):  # type: ignore[no-untyped-def]
+        model.features.num_std[0] *= 1.01
+        return real(model, spec, path, *args, **kwargs)
+
+    monkeypatch.setattr(artifact, "export_raw_graph", off_by_one_percent)
+    with pytest.raises(AssertionError, match="fp32 graph disagrees"):
+        export_checkpoint(res["best_checkpoint"], tmp_path / "export", quantize="none", rows=600)
+    assert not (tmp_path / "export").exists()

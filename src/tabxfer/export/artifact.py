@@ -63,6 +63,7 @@ log = logging.getLogger(__name__)
 FP32_TOL = 1e-4  # max abs difference on log-duration, graph vs torch
 QUANT_GOAL = 0.002  # RMSLE change goal for int8 / fp16
 PARITY_BATCHES = (1, 7, 4096)
+NOISE_ROWS = 32  # rows over FP32_TOL that may be explained by torch's own float32 noise
 
 
 def context_hours(module: Any) -> int:
@@ -239,6 +240,13 @@ def torch_log_pred(module: Any, spec: FeatureSpec, df: pl.DataFrame, batch: int 
     """The torch model's log-duration on features from the polars pipeline (the reference). A model
     that reads the context gets it from ``df``'s ``__ctx`` column (:func:`held_out` with the spec), as
     the training batcher feeds it (and, for ``context_flat`` features, as the cache builder derives them)."""
+    return _torch_run(module, *_torch_inputs(module, spec, df), batch=batch)
+
+
+def _torch_inputs(
+    module: Any, spec: FeatureSpec, df: pl.DataFrame
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """``(x_num, x_cat, context or None)``: what :func:`torch_log_pred` feeds the model."""
     reads_context = context_hours(module) > 0
     flat = [n for n in CONTEXT_FLAT if n in spec.numeric_names]
     ctx = context_array(df) if (reads_context or flat) else None
@@ -252,17 +260,19 @@ def torch_log_pred(module: Any, spec: FeatureSpec, df: pl.DataFrame, batch: int 
         }
         df = df.with_columns([pl.Series(n, values[n], dtype=pl.Float64) for n in flat])
     arr = pipeline.to_arrays(pipeline.transform(df.lazy(), spec).collect(), spec)
+    return arr["x_num"], arr["x_cat"], ctx if reads_context else None
+
+
+def _torch_run(
+    module: Any, x_num: np.ndarray, x_cat: np.ndarray, ctx: np.ndarray | None, batch: int = 4096
+) -> np.ndarray:
     out = []
     with torch.no_grad():
-        for s in range(0, len(arr["y"]), batch):
-            xn = torch.from_numpy(arr["x_num"][s : s + batch])
-            xc = torch.from_numpy(arr["x_cat"][s : s + batch]).long()
-            args = (
-                (xn, xc)
-                if not reads_context or ctx is None
-                else (xn, xc, torch.from_numpy(ctx[s : s + batch]))
-            )
-            out.append(module.eval()(*args).numpy())
+        for s in range(0, len(x_num), batch):
+            args = [torch.from_numpy(x_num[s : s + batch]), torch.from_numpy(x_cat[s : s + batch]).long()]
+            if ctx is not None:
+                args.append(torch.from_numpy(ctx[s : s + batch]))
+            out.append(module.eval()(*args).numpy().reshape(-1))
     return np.concatenate(out).astype(np.float64)
 
 
@@ -286,11 +296,26 @@ def slices(df: pl.DataFrame, log_pred: np.ndarray, log_true: np.ndarray) -> list
 
 
 def _torch_noise(
-    module: Any, spec: FeatureSpec, df: pl.DataFrame, rows: np.ndarray, ref: np.ndarray
-) -> float:
-    """Max |torch at batch 1 - torch batched| on log-duration over ``rows``."""
-    one = [torch_log_pred(module, spec, df[int(i) : int(i) + 1])[0] for i in rows]
-    return float(np.abs(np.array(one) - ref[rows]).max())
+    module: Any, spec: FeatureSpec, df: pl.DataFrame, rows: np.ndarray, ref: np.ndarray, draws: int = 8
+) -> np.ndarray:
+    """Per row of ``rows``: how far float32 rounding alone moves torch's log-duration. The larger of
+    |torch at batch 1 - torch batched| and, over ``draws`` jitters of every numeric input by up to one
+    float32 ulp (relative 2**-23), the largest change of torch's output. A graph that computes the same
+    function with other kernels (onnxruntime's) rounds elsewhere, so it cannot be held closer to torch
+    than this: a TabNet row whose sparse masks sit near a switch moved by 1.8e-4 under such jitter, and
+    torch at batch 1 moved it by 6e-5."""
+    x_num, x_cat, ctx = _torch_inputs(module, spec, df[rows])
+    one = [
+        _torch_run(module, x_num[i : i + 1], x_cat[i : i + 1], None if ctx is None else ctx[i : i + 1])[0]
+        for i in range(len(rows))
+    ]
+    noise = np.abs(np.array(one) - ref[rows])
+    base = _torch_run(module, x_num, x_cat, ctx)
+    rng = np.random.default_rng(0)
+    for _ in range(draws):
+        eps = rng.uniform(-1.0, 1.0, x_num.shape).astype(np.float32) * np.float32(2**-23)
+        noise = np.maximum(noise, np.abs(_torch_run(module, x_num * (1 + eps), x_cat, ctx) - base))
+    return noise
 
 
 def _state_fingerprint(model: torch.nn.Module) -> str:
@@ -413,24 +438,33 @@ def export_checkpoint(
                 v["within_fp32_tol"] = worst <= FP32_TOL
                 v["rows_over_fp32_tol"] = int((diff > FP32_TOL).sum())
                 if worst > FP32_TOL:
-                    # torch's own float32 noise on the same rows (batch 1 against the batched reference): a
-                    # graph cannot be held closer to torch than torch is to itself
-                    noise = _torch_noise(module, spec, test, np.argsort(-diff)[:32], ref)
-                    v["torch_self_diff_log"] = noise
-                    if worst > max(FP32_TOL, 2 * noise):
+                    # Rows over the tolerance are held to twice torch's own float32 noise on each of them
+                    # (a graph cannot be held closer to torch than torch is to itself); more such rows than
+                    # NOISE_ROWS, or one beyond its allowance, is an export error.
+                    top = np.argsort(-diff)[:NOISE_ROWS]
+                    noise = _torch_noise(module, spec, test, top, ref)
+                    allowed = np.maximum(FP32_TOL, 2 * noise)
+                    v["torch_self_diff_log"] = float(noise.max())
+                    bad = [
+                        f"row {r}: {diff[r]:.2e} (noise {n:.2e})"
+                        for r, n, a in zip(top, noise, allowed, strict=True)
+                        if diff[r] > a
+                    ]
+                    if bad or v["rows_over_fp32_tol"] > NOISE_ROWS or max(small.values()) > allowed.max():
                         raise AssertionError(
                             f"fp32 graph disagrees with the torch model: max |diff| on log-duration {worst:.2e} "
-                            f"> {FP32_TOL} (by batch size: {v['max_abs_diff_log_by_batch']}; torch's own "
-                            f"batch-1 vs batched difference on those rows: {noise:.2e})"
+                            f"> {FP32_TOL} (by batch size: {v['max_abs_diff_log_by_batch']}; "
+                            f"{v['rows_over_fp32_tol']} rows over it, at most {NOISE_ROWS} may be float32 "
+                            f"noise; beyond twice torch's own noise: {bad[:5]})"
                         )
                     log.warning(
-                        "fp32: %d of %d rows differ by more than %g (max %.2e); torch itself differs by %.2e "
-                        "between batch 1 and batched on those rows",
+                        "fp32: %d of %d rows differ by more than %g (max %.2e); torch's own float32 noise on "
+                        "those rows is up to %.2e",
                         v["rows_over_fp32_tol"],
                         len(diff),
                         FP32_TOL,
                         worst,
-                        noise,
+                        float(noise.max()),
                     )
             else:
                 v["goal_ok"] = abs(v["rmsle_delta"]) <= QUANT_GOAL
