@@ -97,6 +97,12 @@ def asin64(s: Tensor) -> Tensor:
     return t - (torch.sin(t) - s) / torch.cos(t)
 
 
+def take(table: Tensor, index: Tensor) -> Tensor:
+    """``table[index]`` along the first dimension as ``index_select``, which exports as an ONNX ``Gather``;
+    ``table[index]`` exports as ``GatherND``, which onnxruntime runs several times slower."""
+    return table.index_select(0, index.reshape(-1)).reshape(*index.shape, *table.shape[1:])
+
+
 def known_city_centers() -> dict[str, tuple[float, float]]:
     """``(lat, lon)`` of every city tabxfer knows (real and synthetic presets): the polars pipeline's
     local-frame origin for a city that the training data did not have."""
@@ -171,13 +177,12 @@ class RawFeatures(nn.Module):
                 self.lookup_lo[f.name] = lo
         self.register_buffer("num_mean", torch.tensor([f.mean for f in spec.numeric], dtype=torch.float64))
         self.register_buffer("num_std", torch.tensor([f.std for f in spec.numeric], dtype=torch.float64))
-        self.log1p_cols = [i for i, f in enumerate(spec.numeric) if f.transform == "log1p"]
 
     def _index(self, name: str, v: Tensor) -> Tensor:
         table = getattr(self, f"lookup_{name}")
         i = v - self.lookup_lo[name]
         inside = (i >= 0) & (i < table.shape[0])
-        return torch.where(inside, table[i.clamp(0, table.shape[0] - 1)], torch.zeros_like(i))
+        return torch.where(inside, take(table, i.clamp(0, table.shape[0] - 1)), torch.zeros_like(i))
 
     def _cell(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         cfg, r = self.cfg, self.radius
@@ -203,7 +208,7 @@ class RawFeatures(nn.Module):
     ) -> tuple[Tensor, Tensor]:
         cfg = self.cfg
         known = center >= 0
-        c = self.centers_table[center.clamp(min=0)]
+        c = take(self.centers_table, center.clamp(min=0))
         nan = torch.full_like(pickup_lat, math.nan)
         lat0 = torch.where(known, c[:, 0], nan)
         lon0 = torch.where(known, c[:, 1], nan)
@@ -216,7 +221,6 @@ class RawFeatures(nn.Module):
         sod = secs - days * 86400  # second of the day
         hour = fdiv(sod, 3600)
         minute = fdiv(sod - hour * 3600, 60)
-        hour_f = hour.double() + minute.double() / 60.0
         weekday = (days + 3) % 7  # 1970-01-01 was a Thursday; 0 = Monday
         _, month, ordinal = civil_from_days(days)
 
@@ -244,6 +248,7 @@ class RawFeatures(nn.Module):
             cols |= {"delta_x": dx - px, "delta_y": dy - py}
         if cfg.time:
             two_pi = 2 * math.pi
+            hour_f = hour.double() + minute.double() / 60.0
             week_f = weekday.double() + hour_f / 24.0
             year_f = (ordinal.double() - 1) / 365.25
             cols["hour_sin"], cols["hour_cos"] = (
@@ -267,11 +272,11 @@ class RawFeatures(nn.Module):
             cols["ctx_region_trips_1h"] = ctx[:, -1, 2]
             cols["ctx_region_speed_1h"] = ctx[:, -1, 3]
 
+        for f in self.spec.numeric:  # per column, before the stack: an index_copy exports as 3 Transposes
+            if f.transform == "log1p":  # and a ScatterND (a tenth of an MLP graph's time)
+                cols[f.name] = torch.log1p(cols[f.name].clamp(min=0))
         raw = torch.stack([cols[f.name] for f in self.spec.numeric], dim=1) if self.spec.numeric else None
         if raw is not None:
-            if self.log1p_cols:
-                idx = torch.tensor(self.log1p_cols)
-                raw = raw.index_copy(1, idx, torch.log1p(raw[:, idx].clamp(min=0)))
             z = (raw - self.num_mean) / self.num_std
             x_num = torch.where(torch.isfinite(z), z, torch.zeros_like(z)).float()
         else:
@@ -285,7 +290,9 @@ class RawFeatures(nn.Module):
         if cfg.holidays:
             n = self.holiday.shape[0]
             inside = (days >= 0) & (days < n)
-            is_hol = torch.where(inside, self.holiday[days.clamp(0, n - 1)].long(), torch.zeros_like(days))
+            is_hol = torch.where(
+                inside, take(self.holiday, days.clamp(0, n - 1)).long(), torch.zeros_like(days)
+            )
             cats["holiday"] = self._index("holiday", is_hol)
         if cfg.cells:
             for name, (x, y) in (("pickup_cell", (px, py)), ("dropoff_cell", (dx, dy))):
