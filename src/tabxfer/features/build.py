@@ -30,7 +30,7 @@ from tabxfer.features.splits import SPLITS, SplitConfig, assign_split
 
 log = logging.getLogger(__name__)
 # bump when raw_features/transform or the spec change (2: spec.context; 3: bearing without atan2;
-# 4: calendar features from lookup tables, cyclic encodings differing in the last bit)
+# 4: calendar features from lookup tables; the fit aggregated in memory, its sums in another order)
 PIPELINE_VERSION = 4
 
 

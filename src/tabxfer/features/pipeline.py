@@ -262,7 +262,7 @@ def _cyclic_tables() -> dict[str, np.ndarray]:
     ``week_f = weekday + hour_f / 24``, ``year_f = (ordinal_day - 1) / 365.25``. Computed by polars, as
     the features were before these tables, and not by numpy, whose vectorized sin/cos differ in the
     last bit: the exported graphs compute them with the C library's, and a TabNet's sparse masks can
-    turn a last-bit difference in a feature into 3e-4 on its output."""
+    turn last-bit differences into 3.6e-4 on its output (measured: one-ulp jitter of its inputs)."""
     m = pl.Series(np.arange(7 * 1440))
     hour_f = (m % 1440) // 60 + (m % 60) / 60.0
     week_f = m // 1440 + hour_f / 24.0
