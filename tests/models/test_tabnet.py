@@ -301,3 +301,41 @@ def test_overfits_a_small_batch():
 def test_bad_arguments_raise(kw):
     with pytest.raises(ValueError):
         make_model(**kw)
+
+
+@pytest.mark.parametrize("steps", [1, None])
+def test_sparsemax_without_a_sort_is_sparsemax(tmp_path, monkeypatch, steps):
+    """Exported graphs find sparsemax's threshold by Michelot's iteration instead of a sort (onnxruntime's
+    TopK is slow). With the default steps every row converges and the masks equal the sorted version's up
+    to rounding; with 1 step rows do not converge and the batch takes the sort (bit-identical), in torch
+    and in the exported graph's ``If``."""
+    from tabxfer.models import tabnet as tn
+
+    ort = pytest.importorskip("onnxruntime")
+    if steps is not None:
+        monkeypatch.setattr(tn, "MICHELOT_STEPS", steps)
+    torch.manual_seed(0)
+    z = torch.cat([torch.randn(300, 12) * s for s in (0.05, 1.0, 10.0)])
+    want = tn._sparsemax_sorted(z)
+    got = tn._sparsemax_for_onnx(z)
+    if steps == 1:  # one step leaves rows far from converged: the result can only come from the sort
+        zs = z - z.amax(-1, keepdim=True)
+        tau = torch.maximum((zs.sum(-1, keepdim=True) - 1) / zs.shape[-1], torch.full_like(zs[:, :1], -1.0))
+        assert (torch.clamp(zs - tn._michelot_step(zs, tau), min=0) - want).abs().max() > 1e-2
+        assert torch.equal(got, want)
+    else:
+        torch.testing.assert_close(got, want, atol=1e-6, rtol=0)
+
+    path = tmp_path / "sparsemax.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            tn.Sparsemax(), (z,), str(path), dynamo=True, dynamic_shapes=({0: torch.export.Dim("B")},)
+        )
+    import onnx
+
+    top = [n.op_type for n in onnx.load(str(path)).graph.node]
+    assert "If" in top and "TopK" not in top  # the sort only inside the fallback branch
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    out = sess.run(None, {sess.get_inputs()[0].name: z.numpy()})[0]
+    assert abs(out - want.numpy()).max() <= 1e-6  # onnxruntime's sort and sums round their own way
