@@ -29,9 +29,11 @@ Changes to pytorch-tabnet 4.1 (each marked ``# NOTE[DIFF]`` in the code):
    (pytorch-tabnet moves it by hand). Here it is a (non-persistent) buffer.
 4. Sparsemax/entmax are custom ``autograd.Function``s; sparsemax shifts its input in place (here, at step 0,
    that would be a batch norm's output). Here they are plain torch ops (sort, cumsum, gather, clamp) with the
-   same values and gradients (tested against pytorch-tabnet's); one code path for training, eval, export
-   and ``torch.compile``. (pytorch-tabnet's Functions also export with torch 2.13, whose exporters inline
-   them: this change is for safety and simplicity, not required for export.)
+   same values and gradients (tested against pytorch-tabnet's); one code path for training, eval and
+   ``torch.compile``. (pytorch-tabnet's Functions also export with torch 2.13, whose exporters inline
+   them: this change is for safety and simplicity, not required for export.) Under ``torch.export`` (the
+   dynamo ONNX exporter) sparsemax finds its threshold without a sort, falling back to the sort in an ONNX
+   ``If`` (:func:`_sparsemax_for_onnx`): onnxruntime's ``TopK`` was 46% of the graph's time.
 5. The sparsity loss is computed only in training (and only if ``lambda_sparse > 0``), in float32, and
    reported as the positive mean mask entropy: :meth:`TabNet.aux_loss` is ``lambda_sparse * entropy``, to be
    *added* to the loss (pytorch-tabnet's ``M_loss`` is the negative entropy and is subtracted).
