@@ -148,8 +148,8 @@ class MultiheadAttention(nn.Module):
             scores = (q @ self._heads(k).transpose(-2, -1)) * (q.shape[-1] ** -0.5)  # (B, h, n_q, n)
             x = torch.softmax(scores, dim=-1) @ self._heads(v)  # (B, h, n_q, d/h)
         else:
-            p = self.dropout if self.training else 0.0  # (B, h, n_q, d/h):
-            x = F.scaled_dot_product_attention(q, self._heads(k), self._heads(v), dropout_p=p)
+            p = self.dropout if self.training else 0.0
+            x = F.scaled_dot_product_attention(q, self._heads(k), self._heads(v), dropout_p=p)  # as above
         x = x.transpose(1, 2).flatten(2)  # (B, n_q, d)
         return x if self.W_out is None else self.W_out(x)
 
