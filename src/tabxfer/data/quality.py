@@ -138,6 +138,9 @@ class Validation:
         return first_reason(rules)
 
 
+_MIX = 0x9E3779B97F4A7C15  # 2**64 / golden ratio, odd: multiplying by it is a bijection on UInt64
+
+
 def _row_hash(cols: list[pl.Expr], seed: int) -> pl.Expr:
     """A UInt64 hash of the row: ``h = h * K + hash_i(col_i)`` (wrapping), each column hashed with its own
     seed; polars' column hashes are vectorized, so this costs a fraction of a struct's row hash."""
@@ -145,9 +148,6 @@ def _row_hash(cols: list[pl.Expr], seed: int) -> pl.Expr:
     for i, c in enumerate(cols):
         h = h * pl.lit(_MIX, pl.UInt64) + c.hash(seed * 1_000_003 + i)
     return h
-
-
-_MIX = 0x9E3779B97F4A7C15  # 2**64 / golden ratio, odd: multiplying by it is a bijection on UInt64
 
 
 def first_reason(rules: list[tuple[pl.Expr, str]]) -> pl.Expr:

@@ -21,7 +21,6 @@ Conventions of the raw inputs (also written into every artifact's description):
 
 from __future__ import annotations
 
-import datetime as dt
 import math
 from collections.abc import Sequence
 
@@ -29,12 +28,11 @@ import torch
 from torch import Tensor, nn
 
 from tabxfer.data.geo import EARTH_RADIUS_KM, KM_PER_DEG_LAT
-from tabxfer.features.calendar import holidays_between
+from tabxfer.features.calendar import day_tables
 from tabxfer.features.context import FLAT as CONTEXT_FLAT
 from tabxfer.features.pipeline import FeatureConfig
 from tabxfer.features.spec import FeatureSpec
 
-HOLIDAY_YEARS = (1970, 2099)  # what the polars pipeline's holiday list covers
 COMPUTED_CATEGORICALS = ("hour", "weekday", "month", "holiday", "pickup_cell", "dropoff_cell")
 COMPUTED_NUMERIC = (
     "dist_km",
@@ -162,12 +160,8 @@ class RawFeatures(nn.Module):
             "centers_table",
             torch.tensor([centers[c] for c in self.cities], dtype=torch.float64).reshape(-1, 2),
         )
-        first, last = HOLIDAY_YEARS
-        day0 = dt.date(1970, 1, 1)
-        days = [(d - day0).days for d in holidays_between(first, last)]
-        hol = torch.zeros(max(days) + 1, dtype=torch.uint8)  # one byte a day: 47 KB for 130 years
-        hol[torch.tensor(days)] = 1
-        self.register_buffer("holiday", hol)
+        # the pipeline's day table (1970-01-01 .. 2100-12-31), one byte a day
+        self.register_buffer("holiday", torch.from_numpy(day_tables()["holiday"].astype("uint8")))
         self.radius = math.ceil(cfg.cell_radius_km / cfg.cell_km)
         self.lookup_lo: dict[str, int] = {}  # int-valued categoricals: value - lo -> index (buffer)
         for f in spec.categorical:

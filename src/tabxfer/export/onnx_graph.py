@@ -28,7 +28,8 @@ from onnx import TensorProto, helper
 from torch import Tensor, nn
 
 from tabxfer.data.quality import Validation
-from tabxfer.export.graph import HOLIDAY_YEARS, RawFeatures
+from tabxfer.export.graph import RawFeatures
+from tabxfer.features.calendar import HOLIDAY_YEARS
 from tabxfer.features.spec import FeatureSpec
 
 OPSET = 18
@@ -49,7 +50,7 @@ def year_seconds(first: int, last: int) -> tuple[int, int]:
 def loader_ranges(validation: Validation) -> dict[str, tuple[float, float]]:
     """What the data loaders keep (:class:`~tabxfer.data.quality.Validation`): passenger counts, and
     pickup years (where this version of the loaders has the rule) within the years the graph's calendar
-    is right for (:data:`~tabxfer.export.graph.HOLIDAY_YEARS`: its holiday table)."""
+    is right for (:data:`~tabxfer.features.calendar.HOLIDAY_YEARS`: its holiday table)."""
     first = max(getattr(validation, "min_year", HOLIDAY_YEARS[0]), HOLIDAY_YEARS[0])
     last = min(getattr(validation, "max_year", HOLIDAY_YEARS[1]), HOLIDAY_YEARS[1])
     return {"pickup_ts": year_seconds(first, last), "passenger_count": (0, validation.max_passengers)}

@@ -59,6 +59,8 @@ def holidays_between(first_year: int, last_year: int) -> list[dt.date]:
     return sorted(out)
 
 
+HOLIDAY_YEARS = (1970, 2099)  # the span of the holiday flag (pipeline and exported graphs alike)
+
 # The Gregorian calendar repeats every 400 years, which are exactly 146,097 days (a whole number of
 # weeks): a day's month and day of the year are functions of (days since 1970-01-01) mod this.
 DAYS_PER_400_YEARS = 146_097
@@ -78,8 +80,8 @@ def day_tables() -> dict[str, np.ndarray]:
     dates = np.datetime64("1970-01-01", "D") + np.arange(DAYS_PER_400_YEARS)
     month = dates.astype("datetime64[M]").astype(np.int64) % 12 + 1
     ordinal = (dates - dates.astype("datetime64[Y]").astype("datetime64[D]")).astype(np.int64) + 1
-    n_hol = (dt.date(2101, 1, 1) - dt.date(1970, 1, 1)).days
+    n_hol = (dt.date(HOLIDAY_YEARS[1] + 2, 1, 1) - dt.date(1970, 1, 1)).days
     holiday = np.zeros(n_hol, dtype=np.int32)
-    offsets = [(d - dt.date(1970, 1, 1)).days for d in holidays_between(1970, 2099)]
+    offsets = [(d - dt.date(1970, 1, 1)).days for d in holidays_between(*HOLIDAY_YEARS)]
     holiday[[o for o in offsets if o < n_hol]] = 1
     return {"month": month.astype(np.int32), "ordinal": ordinal.astype(np.int32), "holiday": holiday}

@@ -505,7 +505,7 @@ def _vocab_index(name: str, values: Sequence[Any], dtype: pl.DataType) -> pl.Exp
         lo, hi = min(ints), max(ints)
         lut = np.zeros(hi - lo + 1, dtype=np.int32)
         lut[np.asarray(ints) - lo] = np.arange(1, len(ints) + 1, dtype=np.int32)
-        hit = pl.lit(pl.Series(lut)).gather((c.cast(pl.Int64) - lo).clip(0, hi - lo))
+        hit = _lookup(lut, (c.cast(pl.Int64) - lo).clip(0, hi - lo))
         index = pl.when(c.is_between(lo, hi)).then(hit).otherwise(0).cast(pl.Int32)
     else:
         index = c.replace_strict(
