@@ -6,6 +6,11 @@ Trip Duration" CSV (then read from disk like a user's file), and (2) the real Ka
 subprocess doing load -> validate -> split -> fit on train -> transform -> arrays; we report wall time,
 rows/s and the process's peak RSS, and check that both produce the same arrays.
 
+A fourth row, ``polars_floor``, bounds what tabxfer's feature code can reach here: the same feature steps
+(raw features -> fit -> scale -> arrays) on the file read and parsed with no validation, no drop
+bookkeeping, no de-duplication and no split (statistics fitted on every row). It is not a usable pipeline
+(nothing is checked), only the ceiling against which a speed-up target can be judged.
+
     python scripts/bench_featurize.py            # 1.5 M rows, median of 3 runs; writes bench_results/bench_featurize.json
 """
 
@@ -24,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-PIPELINES = ("tabxfer", "pandas", "pandas_pyarrow")
+PIPELINES = ("tabxfer", "pandas", "pandas_pyarrow", "polars_floor")
 
 
 def worker(pipeline: str, paths: list[Path], out_dir: Path) -> dict:
@@ -41,6 +46,15 @@ def worker(pipeline: str, paths: list[Path], out_dir: Path) -> dict:
         feats = FeatureConfig(extra_categorical=("store_and_fwd_flag",))
         _, splits, reports, _, _ = featurize({"kaggle": KaggleNYCTaxi(paths=paths)}, feats, SplitConfig())
         n_in = reports["kaggle"]["n_in"]
+    elif pipeline == "polars_floor":
+        # imported before the clock starts, as for tabxfer
+        from tabxfer.data.sources import kaggle  # noqa: F401
+        from tabxfer.features import build  # noqa: F401  (imports the pipeline module)
+
+        t_import = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        splits = {"train": floor_featurize(paths)}
+        n_in = len(splits["train"]["y"])
     else:
         sys.path.insert(0, str(REPO / "benchmarks"))
         import pandas_featurize
@@ -62,6 +76,45 @@ def worker(pipeline: str, paths: list[Path], out_dir: Path) -> dict:
         "n_out": n_out,
         "peak_rss_mib": peak_mib,
     }
+
+
+def floor_featurize(paths: list[Path]) -> dict[str, np.ndarray]:
+    """tabxfer's feature code on Kaggle files read and parsed with nothing checked (see the docstring)."""
+    import polars as pl
+
+    from tabxfer.data.sources.kaggle import KaggleNYCTaxi
+    from tabxfer.features import pipeline
+
+    typed = KaggleNYCTaxi.typed_columns
+    coords = [(end, a, b) for end in ("pickup", "dropoff") for a, b in (("lat", "lat"), ("long", "lon"))]
+    frames = []
+    for p in paths:
+        if p.suffix == ".parquet":
+            lf = pl.scan_parquet(p)
+        else:
+            lf = pl.scan_csv(p, infer_schema=False, schema_overrides=dict.fromkeys(typed, pl.Float64))
+        t = pl.col("pickup_datetime")
+        if lf.collect_schema()["pickup_datetime"] == pl.String:
+            t = t.str.strptime(pl.Datetime("us"), "%Y-%m-%d %H:%M:%S", cache=False)
+        frames.append(
+            lf.select(
+                pl.col("vendor_id").cast(pl.String).alias("vendor"),
+                t.cast(pl.Datetime("us")).alias("pickup_time"),
+                *[pl.col(f"{end}_{a}itude").cast(pl.Float64).alias(f"{end}_{b}") for end, a, b in coords],
+                pl.col("passenger_count").cast(pl.Int16),
+                pl.col("trip_duration").cast(pl.Float64).alias("duration_s"),
+                pl.col("store_and_fwd_flag").cast(pl.String),
+                pl.lit("nyc").alias("city"),
+                pl.lit("taxi").alias("mode"),
+                pl.lit("kaggle_nyc").alias("source"),
+            )
+        )
+    df = pl.concat(frames, how="diagonal_relaxed").collect()
+    feats = pipeline.FeatureConfig(extra_categorical=("store_and_fwd_flag",))
+    centers = pipeline.fit_centers(df)
+    raw = pipeline.raw_features(df.lazy(), feats, centers).collect()
+    spec = pipeline.fit_raw(raw, feats, centers)
+    return pipeline.to_arrays(pipeline.scale(raw.lazy(), spec).collect(), spec)
 
 
 def run_worker(pipeline: str, paths: list[Path], out_dir: Path) -> dict:
@@ -153,6 +206,11 @@ def main() -> None:
             print(f"{row['input']:44} {pipe:15} {n_in:>10,} {r['seconds']:>8.2f} {r['rows_per_s']:>11,.0f} "
                   f"{r['peak_rss_mib']:>13,.0f} {r['speedup_of_tabxfer']:>8.1f}x")  # fmt: skip
         print(f"  agreement tabxfer vs pandas: {row['agreement_vs_pandas']}")
+        row["pandas_over_floor"] = row["pandas"]["seconds"] / row["polars_floor"]["seconds"]
+        print(
+            f"  ceiling: pandas / polars_floor = {row['pandas_over_floor']:.1f}x (tabxfer's feature steps on "
+            f"rows read with nothing validated, de-duplicated or split)"
+        )
     meta = {"cpu_count": os.cpu_count(), "python": sys.version.split()[0], "unix_time": time.time()}
     import pandas
     import polars
