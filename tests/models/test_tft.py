@@ -8,9 +8,10 @@ import warnings
 
 import pytest
 import torch
+from torch import nn
 
 from model_helpers import TFT_TEMPORAL_PARAMS
-from tabxfer.models.tft import TFT
+from tabxfer.models.tft import GRN, TFT
 
 CARDS = [5, 3, 7]
 N_NUM, N_CTX, T = 4, 3, 6
@@ -138,7 +139,8 @@ def test_onnx_export_matches_onnxruntime(with_context):
     x = inputs(8) if with_context else inputs(8)[:2]
     names = ["x_num", "x_cat", "x_ctx"][: len(x)]
     f = io.BytesIO()
-    with warnings.catch_warnings():  # the TorchScript exporter's deprecation notice, LSTM's tracer notes
+    # as tabxfer exports: per-variable GRNs (TFT.exporting), token-major attention (is_in_onnx_export)
+    with m.exporting(), warnings.catch_warnings():  # the TorchScript exporter's notices
         warnings.simplefilter("ignore")
         torch.onnx.export(
             m,
@@ -157,6 +159,30 @@ def test_onnx_export_matches_onnxruntime(with_context):
         want = m(*x2).numpy()
     assert got.shape == (37, 1)
     assert abs(got - want).max() < 1e-4
+
+
+def test_exporting_swaps_in_per_variable_grns_and_puts_the_grouped_ones_back():
+    m = make().eval()
+    x = inputs(9)
+    keys = list(m.state_dict())
+    selections = [m.backbone.static_selection, m.backbone.temporal_selection]
+    grouped = [s.variables for s in selections]
+    with torch.no_grad():
+        want = m(*x)
+        with m.exporting():
+            assert all(isinstance(s.variables, nn.ModuleList) for s in selections)
+            assert [len(s.variables) for s in selections] == [N_NUM + len(CARDS), N_CTX]
+            got = m(*x)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    assert [s.variables for s in selections] == grouped and list(m.state_dict()) == keys
+    with pytest.raises(RuntimeError, match="boom"), m.exporting():
+        raise RuntimeError("boom")
+    assert [s.variables for s in selections] == grouped
+
+
+def test_per_group_needs_a_grouped_grn():
+    with pytest.raises(ValueError, match="n_groups"):
+        GRN(d_in=3, d_hidden=4, d_out=3, dropout=0.0).per_group()
 
 
 @pytest.mark.parametrize(

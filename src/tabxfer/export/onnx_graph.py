@@ -15,6 +15,7 @@ onnxruntime directly must check the same.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import warnings
@@ -31,6 +32,7 @@ from tabxfer.data.quality import Validation
 from tabxfer.export.graph import RawFeatures
 from tabxfer.features.calendar import HOLIDAY_YEARS
 from tabxfer.features.spec import FeatureSpec
+from tabxfer.models.base import TabularModel
 
 OPSET = 18
 ML_OPSET = 3  # ai.onnx.ml: LabelEncoder with string keys
@@ -261,7 +263,8 @@ def export_raw_graph(model: RawTripModel, spec: FeatureSpec, path: str | Path) -
         names.append("context")
     batch = torch.export.Dim("batch", min=1)
     shapes = tuple({0: batch} for _ in args)
-    with warnings.catch_warnings(), torch.no_grad():
+    exporting = model.model.exporting() if isinstance(model.model, TabularModel) else contextlib.nullcontext()
+    with warnings.catch_warnings(), torch.no_grad(), exporting:
         warnings.simplefilter("ignore")
         prog = torch.onnx.export(
             model,

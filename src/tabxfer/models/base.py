@@ -20,7 +20,8 @@ before until fine-tuning moves those weights. Columns the target lacks stay in t
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -53,6 +54,12 @@ class TabularModel(nn.Module):
     def aux_loss(self) -> Tensor | None:
         """A regularization term of the last forward pass (TabNet's sparsity loss), or None."""
         return None
+
+    @contextlib.contextmanager
+    def exporting(self) -> Iterator[None]:
+        """The model as it is exported to ONNX: a subclass may swap in modules that compute the same
+        function in a form onnxruntime runs faster, and puts the trained ones back on exit."""
+        yield
 
     def parts(self) -> dict[str, nn.Module]:
         out = {"embed": self.embed, "backbone": self.backbone}
