@@ -54,32 +54,34 @@ COMPUTED_NUMERIC = (
 )
 
 
-def fdiv(a: Tensor, b: int) -> Tensor:
-    """Floor division of int64 ``a`` by a positive constant, exact for ``|a| < 2**40``. Done in float64 on
-    purpose: torch's ONNX exporter lowers integer ``floor_divide`` through *float32* (wrong by up to ~100
-    for epoch seconds), while float64 division of such integers is exact where it matters."""
-    return torch.floor(a.double() / b).long()
-
-
 def civil_from_days(days: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """``(year, month, ordinal day)`` of int64 days since 1970-01-01 (proleptic Gregorian; H. Hinnant's
-    ``civil_from_days``, integer-only, valid from year 0 on).
+    """``(year, month, ordinal day)`` of days since 1970-01-01 (proleptic Gregorian; H. Hinnant's
+    ``civil_from_days``, valid from year 0 on), as integer-valued float64 tensors.
+
+    Integer arithmetic done in float64, exactly: every value is an integer below 2**53 and every division a
+    floor of a quotient whose fraction, when nonzero, is at least 1/146097, far above float64's rounding.
+    Not int64: torch's ONNX exporter lowers integer ``floor_divide`` through *float32* (wrong by up to ~100
+    for epoch seconds), so every division would need casts to float64 and back.
 
     >>> y, m, o = civil_from_days(torch.tensor([0, 16861, 11016]))
-    >>> y.tolist(), m.tolist(), o.tolist()
+    >>> y.long().tolist(), m.long().tolist(), o.long().tolist()
     ([1970, 2016, 2000], [1, 3, 2], [1, 61, 60])
     """
 
-    z = days + 719468
-    era = fdiv(z, 146097)
+    def floor_div(a: Tensor, b: int) -> Tensor:
+        return torch.floor(a / b)
+
+    z = days.double() + 719468
+    era = floor_div(z, 146097)
     doe = z - era * 146097  # day of era [0, 146096]
-    yoe = fdiv(doe - fdiv(doe, 1460) + fdiv(doe, 36524) - fdiv(doe, 146096), 365)
-    doy = doe - (365 * yoe + fdiv(yoe, 4) - fdiv(yoe, 100))  # day of the March-based year [0, 365]
-    mp = fdiv(5 * doy + 2, 153)
-    month = torch.where(mp < 10, mp + 3, mp - 9)
-    year = yoe + era * 400 + (month <= 2).long()
+    yoe = floor_div(doe - floor_div(doe, 1460) + floor_div(doe, 36524) - floor_div(doe, 146096), 365)
+    doy = doe - (365 * yoe + floor_div(yoe, 4) - floor_div(yoe, 100))  # day of the March-based year [0, 365]
+    mp = floor_div(5 * doy + 2, 153)
+    early = mp >= 10  # January, February: the next civil year
+    month = torch.where(early, mp - 9, mp + 3)
+    year = yoe + era * 400 + early.double()
     leap = ((year % 4 == 0) & (year % 100 != 0)) | (year % 400 == 0)
-    ordinal = torch.where(month <= 2, doy - 305, doy + 60 + leap.long())
+    ordinal = torch.where(early, doy - 305, doy + 60 + leap.double())
     return year, month, ordinal
 
 
@@ -110,12 +112,12 @@ def known_city_centers() -> dict[str, tuple[float, float]]:
     return {c: (city_bounds(c).center_lat, city_bounds(c).center_lon) for c in [*REAL_CITIES, *PRESETS]}
 
 
-def _lookup(values: Sequence[int]) -> tuple[int, Tensor]:
-    """``(lo, table)`` with ``table[v - lo]`` = vocabulary index of integer value ``v`` (0 = unknown)."""
-    if not values:
-        return 0, torch.zeros(1, dtype=torch.long)
+def _lookup(values: Sequence[int], domain: tuple[int, int]) -> tuple[int, Tensor]:
+    """``(lo, table)`` with ``table[v - lo]`` = vocabulary index of integer value ``v`` (0 = unknown), for
+    every ``v`` in ``domain`` (inclusive bounds): the values the graph computes, so that a lookup needs no
+    bounds check."""
     vals = [int(v) for v in values]
-    lo, hi = min(vals), max(vals)
+    lo, hi = min([domain[0], *vals]), max([domain[1], *vals])
     table = torch.zeros(hi - lo + 1, dtype=torch.long)
     for i, v in enumerate(vals):
         table[v - lo] = i + 1
@@ -164,19 +166,20 @@ class RawFeatures(nn.Module):
         self.register_buffer("holiday", torch.from_numpy(day_tables()["holiday"].astype("uint8")))
         self.radius = math.ceil(cfg.cell_radius_km / cfg.cell_km)
         self.lookup_lo: dict[str, int] = {}  # int-valued categoricals: value - lo -> index (buffer)
+        n_cells = (2 * self.radius + 1) ** 2
+        domains = {"hour": (0, 23), "weekday": (0, 6), "month": (1, 12), "holiday": (0, 1)}
+        domains |= {"pickup_cell": (-1, n_cells - 1), "dropoff_cell": (-1, n_cells - 1)}  # -1: far
         for f in spec.categorical:
             if f.name in computed_cat:
-                lo, table = _lookup([int(v) for v in f.values])
+                lo, table = _lookup([int(v) for v in f.values], domains[f.name])
                 self.register_buffer(f"lookup_{f.name}", table)
                 self.lookup_lo[f.name] = lo
         self.register_buffer("num_mean", torch.tensor([f.mean for f in spec.numeric], dtype=torch.float64))
         self.register_buffer("num_std", torch.tensor([f.std for f in spec.numeric], dtype=torch.float64))
 
     def _index(self, name: str, v: Tensor) -> Tensor:
-        table = getattr(self, f"lookup_{name}")
-        i = v - self.lookup_lo[name]
-        inside = (i >= 0) & (i < table.shape[0])
-        return torch.where(inside, take(table, i.clamp(0, table.shape[0] - 1)), torch.zeros_like(i))
+        """Vocabulary index of the computed value ``v`` (integer-valued), which lies in the table's domain."""
+        return take(getattr(self, f"lookup_{name}"), (v - self.lookup_lo[name]).long())
 
     def _cell(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         cfg, r = self.cfg, self.radius
@@ -210,12 +213,13 @@ class RawFeatures(nn.Module):
         px, py = (pickup_lon - lon0) * kx, (pickup_lat - lat0) * KM_PER_DEG_LAT
         dx, dy = (dropoff_lon - lon0) * kx, (dropoff_lat - lat0) * KM_PER_DEG_LAT
 
-        secs = pickup_ts.long()
-        days = fdiv(secs, 86400)
+        # integer arithmetic in float64, exact as in civil_from_days (|seconds| < 2**53)
+        secs = pickup_ts.double()
+        days = torch.floor(secs / 86400)
         sod = secs - days * 86400  # second of the day
-        hour = fdiv(sod, 3600)
-        minute = fdiv(sod - hour * 3600, 60)
-        weekday = (days + 3) % 7  # 1970-01-01 was a Thursday; 0 = Monday
+        hour = torch.floor(sod / 3600)
+        minute = torch.floor((sod - hour * 3600) / 60)
+        weekday = days + 3 - 7 * torch.floor((days + 3) / 7)  # 1970-01-01 was a Thursday; 0 = Monday
         _, month, ordinal = civil_from_days(days)
 
         cols: dict[str, Tensor] = {}
@@ -242,9 +246,9 @@ class RawFeatures(nn.Module):
             cols |= {"delta_x": dx - px, "delta_y": dy - py}
         if cfg.time:
             two_pi = 2 * math.pi
-            hour_f = hour.double() + minute.double() / 60.0
-            week_f = weekday.double() + hour_f / 24.0
-            year_f = (ordinal.double() - 1) / 365.25
+            hour_f = hour + minute / 60.0
+            week_f = weekday + hour_f / 24.0
+            year_f = (ordinal - 1) / 365.25
             cols["hour_sin"], cols["hour_cos"] = (
                 torch.sin(hour_f * two_pi / 24),
                 torch.cos(hour_f * two_pi / 24),
@@ -283,9 +287,10 @@ class RawFeatures(nn.Module):
             cats["month"] = self._index("month", month)
         if cfg.holidays:
             n = self.holiday.shape[0]
-            inside = (days >= 0) & (days < n)
+            day = days.long()
+            inside = (day >= 0) & (day < n)
             is_hol = torch.where(
-                inside, take(self.holiday, days.clamp(0, n - 1)).long(), torch.zeros_like(days)
+                inside, take(self.holiday, day.clamp(0, n - 1)).long(), torch.zeros_like(day)
             )
             cats["holiday"] = self._index("holiday", is_hol)
         if cfg.cells:
