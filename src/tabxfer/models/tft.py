@@ -179,7 +179,6 @@ class GRN(nn.Module):
         self, *, d_in: int, d_hidden: int, d_out: int, dropout: float, d_context: int = 0, n_groups: int = 0
     ):
         super().__init__()
-
         self.n_groups = n_groups
 
         def linear(i: int, o: int) -> nn.Module:
@@ -609,8 +608,8 @@ class TFT(TabularModel):
         """Each variable selection network's grouped GRN (one batched matmul per layer for all variables,
         with a 3-D weight) as one plain GRN per variable while exporting: onnxruntime's quantizers leave
         matmuls with 3-D weights in float and copy the variable-major operands they need, while per-variable
-        2-D matmuls quantize to int8 and their ``(B, d)`` intermediates stay in cache (the int8 static-only
-        TFT graph at batch 4096: 75 k -> 118 k rows/s)."""
+        2-D matmuls quantize to int8 and their ``(B, d)`` intermediates stay in cache (int8 graphs at batch
+        4096: static-only TFT 75 k -> 118 k rows/s, with the context 12.6 k -> 14.7 k)."""
         selections = [m for m in self.modules() if isinstance(m, VariableSelection)]
         grouped = [m.variables for m in selections]
         try:
