@@ -22,7 +22,9 @@ configure it (or with jemalloc/tcmalloc); onnxruntime keeps its intermediates in
 
 Latency: batch 1, ``--latency-runs`` calls after a warm-up, p50 and p99. Throughput: batch 4096, in
 ``--rounds`` rounds where the runtimes take turns (``--throughput-runs`` calls each, the median kept); the
-fastest round's rows/s is reported, every round's is in the JSON. Threads: ``--threads`` for torch and
+fastest round's rows/s is reported, every round's is in the JSON. The speed-ups ("x torch") are medians
+over the rounds of the ratio within a round: this machine's speed drifts by 20% over minutes, and a ratio
+of two runtimes timed seconds apart is steadier than one of their fastest rounds. Threads: ``--threads`` for torch and
 onnxruntime alike.
 
     python scripts/bench_inference.py                        # every model on nyc_kaggle (synthetic if absent)
@@ -83,7 +85,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--latency-runs", type=int, default=300)
     p.add_argument("--throughput-runs", type=int, default=15, help="calls per round (its median is kept)")
-    p.add_argument("--rounds", type=int, default=3, help="throughput rounds, the runtimes taking turns")
+    p.add_argument("--rounds", type=int, default=5, help="throughput rounds, the runtimes taking turns")
     p.add_argument("--out", default=str(ROOT / "bench_results" / "inference"))
     p.add_argument("--checkpoint", action="append", default=[], metavar="MODEL=PATH", help="skip training")
     p.add_argument(
@@ -184,7 +186,14 @@ def bench_model(model: str, ckpt: str, args: argparse.Namespace, out: Path) -> d
                 "max_abs_diff_log": v["max_abs_diff_log"],
             }
         res[name] = summary(lat[name], thr[name], n) | extra
+        for base in ("torch_eager_fp32", "torch_eager_raw_fp32"):
+            res[name][f"x_{base}"] = speedup(thr[name], thr[base])
     return res
+
+
+def speedup(seconds: list[float], base_seconds: list[float]) -> float:
+    """Median over the rounds of ``base / seconds``: the speed-up within each round (see the docstring)."""
+    return float(np.median([b / t for t, b in zip(seconds, base_seconds, strict=True)]))
 
 
 def summary(lat: np.ndarray, round_medians: list[float], n: int) -> dict[str, Any]:
@@ -238,15 +247,13 @@ def print_table(results: list[dict[str, Any]]) -> None:
         f"{'x torch':>7} {'x raw torch':>11}"
     )
     for r in results:
-        base = r["torch_eager_fp32"]["rows_per_s_b4096"]
-        raw = r.get("torch_eager_raw_fp32", {}).get("rows_per_s_b4096")
         for c in [c for c in cols if c in r]:
             v = r[c]
             kib = f"{v['bytes'] / 1024:.0f}" if v["bytes"] else "-"
-            vs_raw = f"{v['rows_per_s_b4096'] / raw:>11.2f}" if raw else f"{'-':>11}"
             print(
                 f"{r['model']:16} {c:20} {kib:>7} {v['rmsle_delta']:>+9.4f} {v['p50_ms_b1']:>7.3f} "
-                f"{v['p99_ms_b1']:>7.3f} {v['rows_per_s_b4096']:>12,.0f} {v['rows_per_s_b4096'] / base:>7.2f} {vs_raw}"
+                f"{v['p99_ms_b1']:>7.3f} {v['rows_per_s_b4096']:>12,.0f} {v['x_torch_eager_fp32']:>7.2f} "
+                f"{v['x_torch_eager_raw_fp32']:>11.2f}"
             )
 
 

@@ -161,8 +161,12 @@ def test_onnx_export_matches_onnxruntime(with_context):
     assert abs(got - want).max() < 1e-4
 
 
-def test_exporting_swaps_in_per_variable_grns_and_puts_the_grouped_ones_back():
-    m = make().eval()
+@pytest.mark.parametrize(
+    "kw, folded",
+    [({}, True), ({"d_embed_cat": 8}, True), ({"d_model": 1, "n_heads": 1}, False)],  # d 1: no skip to fold
+)
+def test_exporting_swaps_in_per_variable_grns_and_puts_the_grouped_ones_back(kw, folded):
+    m = make(**kw).eval()
     x = inputs(9)
     keys = list(m.state_dict())
     selections = [m.backbone.static_selection, m.backbone.temporal_selection]
@@ -172,9 +176,11 @@ def test_exporting_swaps_in_per_variable_grns_and_puts_the_grouped_ones_back():
         with m.exporting():
             assert all(isinstance(s.variables, nn.ModuleList) for s in selections)
             assert [len(s.variables) for s in selections] == [N_NUM + len(CARDS), N_CTX]
+            assert (m._folded is not None) == folded
             got = m(*x)
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
     assert [s.variables for s in selections] == grouped and list(m.state_dict()) == keys
+    assert m._folded is None
     with pytest.raises(RuntimeError, match="boom"), m.exporting():
         raise RuntimeError("boom")
     assert [s.variables for s in selections] == grouped

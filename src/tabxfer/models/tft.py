@@ -252,10 +252,7 @@ class VariableSelection(nn.Module):
     def forward(self, xi: Tensor, c: Tensor | None = None) -> tuple[Tensor, Tensor]:
         v = torch.softmax(self.weights(xi.flatten(-2), c), dim=-1)  # (..., n)
         if isinstance(self.variables, nn.ModuleList):  # one GRN per variable: see TFT.exporting
-            out = v[..., 0, None] * self.variables[0](xi[..., 0, :])  # (..., d)
-            for j in range(1, self.n_vars):
-                out = out + v[..., j, None] * self.variables[j](xi[..., j, :])
-            return out, v
+            return weighted_sum(v, [grn(xi[..., j, :]) for j, grn in enumerate(self.variables)]), v
         h = self.variables(xi)  # (..., n, d)
         return (v.unsqueeze(-1) * h).sum(-2), v  # (..., d), (..., n)
 
@@ -292,6 +289,14 @@ class VariableSelection(nn.Module):
             if isinstance(m, GroupedLinear | GroupedLayerNorm):
                 m.insert(at, n)
         self.n_vars += n
+
+
+def weighted_sum(v: Tensor, parts: Sequence[Tensor]) -> Tensor:
+    """``sum_j v[..., j, None] * parts[j]``: ``(..., n)``, n x ``(..., d)`` -> ``(..., d)``."""
+    out = v[..., 0, None] * parts[0]
+    for j in range(1, len(parts)):
+        out = out + v[..., j, None] * parts[j]
+    return out
 
 
 @torch.no_grad()
@@ -462,10 +467,16 @@ class TFTBackbone(nn.Module):
         self.last_interpretation: TFTInterpretation | None = None
 
     def encode(
-        self, static: Tensor, temporal: Tensor | None = None, *, all_steps: bool = True
+        self,
+        static: Tensor,
+        temporal: Tensor | None = None,
+        *,
+        all_steps: bool = True,
+        selected: tuple[Tensor, Tensor] | None = None,
     ) -> tuple[Tensor, TFTInterpretation]:
-        """Outputs ``(B, L, d)`` of every step (``all_steps``) or of the present step only (``L = 1``)."""
-        xi_s, w_s = self.static_selection(static)  # (B, d), (B, n_static)
+        """Outputs ``(B, L, d)`` of every step (``all_steps``) or of the present step only (``L = 1``).
+        ``selected``: the static selection's outputs computed beforehand (``static`` is then unused)."""
+        xi_s, w_s = self.static_selection(static) if selected is None else selected  # (B, d), (B, n_static)
         c_s, c_e, c_h, c_c = (grn(xi_s) for grn in self.static_contexts)  # (B, d) each
         state = (c_h.unsqueeze(0), c_c.unsqueeze(0))  # (1, B, d) each
         # NOTE[DIFF]: the paper's decoder steps read known future inputs through their own selection
@@ -491,8 +502,10 @@ class TFTBackbone(nn.Module):
         out = self.output_gate(self.positionwise(delta), phi)  # (B, L, d): skips back over the block to phi
         return out, TFTInterpretation(w_s, w_t, attention[:, -1])
 
-    def forward(self, static: Tensor, temporal: Tensor | None = None) -> Tensor:
-        out, interpretation = self.encode(static, temporal, all_steps=False)
+    def forward(
+        self, static: Tensor, temporal: Tensor | None = None, selected: tuple[Tensor, Tensor] | None = None
+    ) -> Tensor:
+        out, interpretation = self.encode(static, temporal, all_steps=False, selected=selected)
         self.last_interpretation = interpretation.detach()
         return out[:, -1]  # (B, d)
 
@@ -506,6 +519,60 @@ class TFTBackbone(nn.Module):
         logit = selection.new_variable_logit()  # from the old variables only: one value for all new ones
         selection.insert(selection.n_vars, n_cat, logit=logit)  # the end first: n_num_old still holds
         selection.insert(n_num_old, n_num, logit=logit)
+
+
+@dataclass
+class FoldedStaticInputs:
+    """A TFT's static tokens folded into what the static selection network computes from them (exact up
+    to float rounding; :meth:`TFT.exporting`). The weights GRN's first layer and skip are linear in the
+    flattened tokens, a numeric token is affine in its value and a categorical token is a table row, so
+
+    * ``[fc2 | skip](flat tokens) = bias + x_num @ numeric + sum_j categorical[code_j]``;
+    * categorical ``j``'s variable GRN output is ``outputs[code_j]`` (the GRN applied to every table row).
+
+    Tables are indexed like :class:`~tabxfer.models.base.CategoricalEmbeddings` (``x_cat + offsets``).
+    """
+
+    d_hidden: int
+    bias: Tensor  # (d_hidden + n_static,)
+    numeric: Tensor  # (n_num, d_hidden + n_static)
+    categorical: Tensor | None  # (sum of cardinalities, d_hidden + n_static)
+    outputs: Tensor | None  # (sum of cardinalities, d_model)
+
+    @classmethod
+    @torch.no_grad()
+    def of(cls, model: TFT) -> FoldedStaticInputs | None:
+        """The fold of ``model`` (whose static selection has per-variable GRNs), or None where the weights
+        GRN has no skip layer (``d_model == 1``: the skip is the identity on the flat tokens)."""
+        embed, selection = model.embed, model.backbone.static_selection
+        grn, d = selection.weights, embed.d_model
+        if not isinstance(grn.fc2, nn.Linear) or not isinstance(grn.skip, nn.Linear):
+            return None
+        assert isinstance(selection.variables, nn.ModuleList)
+        weight = torch.cat([grn.fc2.weight, grn.skip.weight])  # (d_hidden + n_static, n_static * d)
+        bias = torch.cat([grn.fc2.bias, grn.skip.bias])
+
+        def block(j: int) -> Tensor:  # what variable j's token contributes: (d, d_hidden + n_static)
+            return weight[:, j * d : (j + 1) * d].T
+
+        numeric = torch.zeros(embed.n_num, weight.shape[0]).to(weight)
+        if embed.num is not None:
+            for j in range(embed.n_num):
+                numeric[j] = embed.num.weight[j] @ block(j)
+                bias = bias + embed.num.bias[j] @ block(j)
+        categorical = outputs = None
+        if embed.cat is not None:
+            table, cats, outs = embed.cat.table.weight, [], []
+            for j, card in enumerate(embed.cardinalities):
+                off, var = int(embed.cat.offsets[j]), embed.n_num + j
+                e = table[off : off + card]  # (card, d_embed_cat)
+                if embed.cat_proj is not None:
+                    e = e @ embed.cat_proj.weight[j] + embed.cat_proj.bias[j]  # (card, d)
+                cats.append(e @ block(var))
+                outs.append(selection.variables[var](e))
+            categorical, outputs = torch.cat(cats), torch.cat(outs)
+        assert isinstance(grn.fc2, nn.Linear)
+        return cls(grn.fc2.out_features, bias, numeric, categorical, outputs)
 
 
 class TFT(TabularModel):
@@ -535,6 +602,7 @@ class TFT(TabularModel):
 
     embed: TFTEmbed
     backbone: TFTBackbone
+    _folded: FoldedStaticInputs | None = None  # set while exporting (see exporting)
 
     def __init__(
         self,
@@ -584,6 +652,10 @@ class TFT(TabularModel):
         return h if self.head is None else self.head(h)
 
     def features(self, x_num: Tensor, x_cat: Tensor, x_ctx: Tensor | None = None) -> Tensor:
+        if self._folded is not None:  # exporting: see exporting
+            ctx = self.embed.ctx
+            temporal = None if x_ctx is None or ctx is None else ctx(x_ctx)  # (B, T, n_ctx, d)
+            return self.backbone(torch.empty(0), temporal, self._select_static_folded(x_num, x_cat))
         return self.backbone(*self.embed(x_num, x_cat, x_ctx))  # (B, d_model)
 
     @torch.no_grad()
@@ -605,21 +677,53 @@ class TFT(TabularModel):
 
     @contextlib.contextmanager
     def exporting(self) -> Iterator[None]:
-        """Each variable selection network's grouped GRN (one batched matmul per layer for all variables,
-        with a 3-D weight) as one plain GRN per variable while exporting: onnxruntime's quantizers leave
-        matmuls with 3-D weights in float and copy the variable-major operands they need, while per-variable
-        2-D matmuls quantize to int8 and their ``(B, d)`` intermediates stay in cache (int8 graphs at batch
-        4096: static-only TFT 75 k -> 118 k rows/s, with the context 12.6 k -> 14.7 k)."""
+        """The same function in the form exported to ONNX (eval mode), the trained modules put back on exit.
+
+        * Each variable selection network's grouped GRN (one batched matmul per layer for all variables,
+          with a 3-D weight) becomes one plain GRN per variable: onnxruntime's quantizers leave matmuls with
+          3-D weights in float and copy the variable-major operands they need, while per-variable 2-D
+          matmuls quantize to int8 and their ``(B, d)`` intermediates stay in cache (int8 graphs at batch
+          4096: static-only TFT 75 k -> 118 k rows/s, with the context 12.6 k -> 14.7 k).
+        * The static selection reads the static tokens only through linear maps of single variables, so
+          it is folded into its inputs (:class:`FoldedStaticInputs`, :meth:`_select_static_folded`): no
+          ``(B, n_static, d)`` token tensor and no ``(B, n_static * d)`` matmul in the graph, and no GRN per
+          categorical and row (a lookup instead).
+        """
         selections = [m for m in self.modules() if isinstance(m, VariableSelection)]
         grouped = [m.variables for m in selections]
         try:
             for m, g in zip(selections, grouped, strict=True):
                 assert isinstance(g, GRN)
                 m.variables = g.per_group()
+            self._folded = FoldedStaticInputs.of(self)
             yield
         finally:
+            self._folded = None
             for m, g in zip(selections, grouped, strict=True):
                 m.variables = g
+
+    def _select_static_folded(self, x_num: Tensor, x_cat: Tensor) -> tuple[Tensor, Tensor]:
+        """The static selection network's ``(xi_s (B, d), weights (B, n_static))`` from ``x_num`` and
+        ``x_cat`` through :attr:`_folded` (while exporting): what ``static_selection(embed(...)[0])`` gives."""
+        f, selection, embed = self._folded, self.backbone.static_selection, self.embed
+        assert f is not None and isinstance(selection.variables, nn.ModuleList)
+        grn = selection.weights
+        h = f.bias  # (d_hidden + n_static,): [fc2(flat tokens) | skip(flat tokens)] of the weights GRN
+        if embed.num is not None:
+            h = h + x_num @ f.numeric
+        codes = None
+        if embed.cat is not None and f.categorical is not None:
+            codes = x_cat.long() + embed.cat.offsets  # (B, n_cat)
+            h = h + F.embedding(codes, f.categorical).sum(1)
+        pre, skip = h[..., : f.d_hidden], h[..., f.d_hidden :]  # (B, d_hidden), (B, n_static)
+        v = torch.softmax(grn.gate(grn.fc1(F.elu(pre)), skip), dim=-1)  # (B, n_static)
+        parts = []
+        if embed.num is not None:  # numeric j's token x_j * W_j + b_j, through its GRN
+            w, b = embed.num.weight, embed.num.bias
+            parts += [selection.variables[j](x_num[:, j, None] * w[j] + b[j]) for j in range(embed.n_num)]
+        if codes is not None and f.outputs is not None:  # categorical j's GRN output, looked up
+            parts += list(F.embedding(codes, f.outputs).unbind(1))
+        return weighted_sum(v, parts), v
 
     @property
     def last_interpretation(self) -> TFTInterpretation | None:
