@@ -176,11 +176,11 @@ def test_exporting_swaps_in_per_variable_grns_and_puts_the_grouped_ones_back(kw,
         with m.exporting():
             assert all(isinstance(s.variables, nn.ModuleList) for s in selections)
             assert [len(s.variables) for s in selections] == [N_NUM + len(CARDS), N_CTX]
-            assert (m._folded is not None) == folded
+            assert (m._folds is not None) == folded
             got = m(*x)
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
     assert [s.variables for s in selections] == grouped and list(m.state_dict()) == keys
-    assert m._folded is None
+    assert m._folds is None
     with pytest.raises(RuntimeError, match="boom"), m.exporting():
         raise RuntimeError("boom")
     assert [s.variables for s in selections] == grouped

@@ -43,7 +43,7 @@ the new variables. The temporal inputs and everything after the static selection
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -473,9 +473,13 @@ class TFTBackbone(nn.Module):
         *,
         all_steps: bool = True,
         selected: tuple[Tensor, Tensor] | None = None,
+        select_temporal: Callable[[Tensor], tuple[Tensor, Tensor]] | None = None,
     ) -> tuple[Tensor, TFTInterpretation]:
         """Outputs ``(B, L, d)`` of every step (``all_steps``) or of the present step only (``L = 1``).
-        ``selected``: the static selection's outputs computed beforehand (``static`` is then unused)."""
+
+        ``selected``: the static selection's outputs computed beforehand (``static`` is then unused);
+        ``select_temporal``: the temporal selection as a function of its context ``c_s[:, None]``, in place
+        of ``temporal`` (both from :meth:`TFT.exporting`'s folds)."""
         xi_s, w_s = self.static_selection(static) if selected is None else selected  # (B, d), (B, n_static)
         c_s, c_e, c_h, c_c = (grn(xi_s) for grn in self.static_contexts)  # (B, d) each
         state = (c_h.unsqueeze(0), c_c.unsqueeze(0))  # (1, B, d) each
@@ -483,8 +487,13 @@ class TFTBackbone(nn.Module):
         # network; a trip has one target and no known future, so one "present" step reads xi_s instead.
         present = xi_s.unsqueeze(1)  # (B, 1, d)
         w_t = None
-        if temporal is not None and self.temporal_selection is not None and self.encoder is not None:
-            xi_t, w_t = self.temporal_selection(temporal, c_s[:, None])  # (B, T, d), (B, T, n_ctx)
+        if select_temporal is not None or (temporal is not None and self.temporal_selection is not None):
+            assert self.encoder is not None and self.temporal_selection is not None
+            if select_temporal is not None:
+                xi_t, w_t = select_temporal(c_s[:, None])
+            else:
+                assert temporal is not None
+                xi_t, w_t = self.temporal_selection(temporal, c_s[:, None])  # (B, T, d), (B, T, n_ctx)
             past, state = self.encoder(xi_t, state)  # (B, T, d)
             xi = torch.cat([xi_t, present], dim=1)  # (B, T + 1, d)
             mask = self.causal_mask
@@ -503,9 +512,15 @@ class TFTBackbone(nn.Module):
         return out, TFTInterpretation(w_s, w_t, attention[:, -1])
 
     def forward(
-        self, static: Tensor, temporal: Tensor | None = None, selected: tuple[Tensor, Tensor] | None = None
+        self,
+        static: Tensor,
+        temporal: Tensor | None = None,
+        selected: tuple[Tensor, Tensor] | None = None,
+        select_temporal: Callable[[Tensor], tuple[Tensor, Tensor]] | None = None,
     ) -> Tensor:
-        out, interpretation = self.encode(static, temporal, all_steps=False, selected=selected)
+        out, interpretation = self.encode(
+            static, temporal, all_steps=False, selected=selected, select_temporal=select_temporal
+        )
         self.last_interpretation = interpretation.detach()
         return out[:, -1]  # (B, d)
 
@@ -522,57 +537,85 @@ class TFTBackbone(nn.Module):
 
 
 @dataclass
-class FoldedStaticInputs:
-    """A TFT's static tokens folded into what the static selection network computes from them (exact up
-    to float rounding; :meth:`TFT.exporting`). The weights GRN's first layer and skip are linear in the
-    flattened tokens, a numeric token is affine in its value and a categorical token is a table row, so
+class FoldedSelection:
+    """A variable selection network folded into its raw inputs, for a TFT's tokens (exact up to float
+    rounding; :meth:`TFT.exporting`). Its weights GRN's first layer and skip are linear in the flattened
+    tokens, a numeric token is affine in its value (``x_j * W_j + b_j``) and a categorical token is a table
+    row, so
 
     * ``[fc2 | skip](flat tokens) = bias + x_num @ numeric + sum_j categorical[code_j]``;
-    * categorical ``j``'s variable GRN output is ``outputs[code_j]`` (the GRN applied to every table row).
+    * categorical ``j``'s variable GRN output is ``outputs[code_j]`` (the GRN applied to every table row);
+    * numeric ``j``'s variable GRN reads ``x_j * W_j + b_j``, computed alone.
 
-    Tables are indexed like :class:`~tabxfer.models.base.CategoricalEmbeddings` (``x_cat + offsets``).
+    The graph then has no ``(..., n, d)`` token tensor and no ``(..., n * d)``-wide matmul. Numeric
+    variables come first, then categoricals; tables are indexed as
+    :class:`~tabxfer.models.base.CategoricalEmbeddings` is (``x_cat + offsets``).
     """
 
     d_hidden: int
-    bias: Tensor  # (d_hidden + n_static,)
-    numeric: Tensor  # (n_num, d_hidden + n_static)
-    categorical: Tensor | None  # (sum of cardinalities, d_hidden + n_static)
-    outputs: Tensor | None  # (sum of cardinalities, d_model)
+    bias: Tensor  # (d_hidden + n,)
+    numeric: Tensor  # (n_num, d_hidden + n)
+    categorical: Tensor | None  # (sum of cardinalities, d_hidden + n)
+    outputs: Tensor | None  # (sum of cardinalities, d)
 
     @classmethod
     @torch.no_grad()
-    def of(cls, model: TFT) -> FoldedStaticInputs | None:
-        """The fold of ``model`` (whose static selection has per-variable GRNs), or None where the weights
-        GRN has no skip layer (``d_model == 1``: the skip is the identity on the flat tokens)."""
-        embed, selection = model.embed, model.backbone.static_selection
-        grn, d = selection.weights, embed.d_model
+    def of(
+        cls, selection: VariableSelection, num: NumericTokens | None, cat_rows: Sequence[Tensor] = ()
+    ) -> FoldedSelection | None:
+        """The fold of ``selection`` (with per-variable GRNs) for numeric tokens ``num`` and categoricals with
+        token rows ``cat_rows`` (each ``(cardinality, d)``), or None where the weights GRN has no skip
+        layer (``d == 1``: the skip is the identity on the flat tokens)."""
+        grn, d = selection.weights, selection.d_model
         if not isinstance(grn.fc2, nn.Linear) or not isinstance(grn.skip, nn.Linear):
             return None
         assert isinstance(selection.variables, nn.ModuleList)
-        weight = torch.cat([grn.fc2.weight, grn.skip.weight])  # (d_hidden + n_static, n_static * d)
+        weight = torch.cat([grn.fc2.weight, grn.skip.weight])  # (d_hidden + n, n * d)
         bias = torch.cat([grn.fc2.bias, grn.skip.bias])
 
-        def block(j: int) -> Tensor:  # what variable j's token contributes: (d, d_hidden + n_static)
+        def block(j: int) -> Tensor:  # what variable j's token contributes: (d, d_hidden + n)
             return weight[:, j * d : (j + 1) * d].T
 
-        numeric = torch.zeros(embed.n_num, weight.shape[0]).to(weight)
-        if embed.num is not None:
-            for j in range(embed.n_num):
-                numeric[j] = embed.num.weight[j] @ block(j)
-                bias = bias + embed.num.bias[j] @ block(j)
+        n_num = 0 if num is None else num.weight.shape[0]
+        numeric = weight.new_zeros(n_num, weight.shape[0])
+        if num is not None:
+            for j in range(n_num):
+                numeric[j] = num.weight[j] @ block(j)
+                bias = bias + num.bias[j] @ block(j)
         categorical = outputs = None
-        if embed.cat is not None:
-            table, cats, outs = embed.cat.table.weight, [], []
-            for j, card in enumerate(embed.cardinalities):
-                off, var = int(embed.cat.offsets[j]), embed.n_num + j
-                e = table[off : off + card]  # (card, d_embed_cat)
-                if embed.cat_proj is not None:
-                    e = e @ embed.cat_proj.weight[j] + embed.cat_proj.bias[j]  # (card, d)
-                cats.append(e @ block(var))
-                outs.append(selection.variables[var](e))
-            categorical, outputs = torch.cat(cats), torch.cat(outs)
-        assert isinstance(grn.fc2, nn.Linear)
+        if cat_rows:
+            categorical = torch.cat([e @ block(n_num + j) for j, e in enumerate(cat_rows)])
+            outputs = torch.cat([selection.variables[n_num + j](e) for j, e in enumerate(cat_rows)])
         return cls(grn.fc2.out_features, bias, numeric, categorical, outputs)
+
+    def __call__(
+        self,
+        selection: VariableSelection,
+        num: NumericTokens | None,
+        x_num: Tensor,
+        codes: Tensor | None = None,
+        c: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        """``selection(tokens, c)`` from raw inputs: ``x_num (..., n_num)``, ``codes (..., n_cat)`` (with the
+        offsets added) -> ``((..., d), weights (..., n))``."""
+        grn = selection.weights
+        assert isinstance(selection.variables, nn.ModuleList)
+        h = self.bias
+        if num is not None:
+            h = h + x_num @ self.numeric
+        if codes is not None and self.categorical is not None:
+            h = h + F.embedding(codes, self.categorical).sum(-2)
+        pre, skip = h[..., : self.d_hidden], h[..., self.d_hidden :]  # (..., d_hidden), (..., n)
+        if grn.context is not None and c is not None:
+            pre = pre + grn.context(c)
+        v = torch.softmax(grn.gate(grn.fc1(F.elu(pre)), skip), dim=-1)  # (..., n)
+        parts = []
+        if num is not None:
+            w, b, grns = num.weight, num.bias, selection.variables
+            parts += [grns[j](x_num[..., j, None] * w[j] + b[j]) for j in range(w.shape[0])]
+        if codes is not None and self.outputs is not None:
+            parts += list(F.embedding(codes, self.outputs).unbind(-2))
+        return weighted_sum(v, parts), v
 
 
 class TFT(TabularModel):
@@ -602,7 +645,7 @@ class TFT(TabularModel):
 
     embed: TFTEmbed
     backbone: TFTBackbone
-    _folded: FoldedStaticInputs | None = None  # set while exporting (see exporting)
+    _folds: tuple[FoldedSelection, FoldedSelection | None] | None = None  # static, temporal: see exporting
 
     def __init__(
         self,
@@ -652,10 +695,18 @@ class TFT(TabularModel):
         return h if self.head is None else self.head(h)
 
     def features(self, x_num: Tensor, x_cat: Tensor, x_ctx: Tensor | None = None) -> Tensor:
-        if self._folded is not None:  # exporting: see exporting
-            ctx = self.embed.ctx
-            temporal = None if x_ctx is None or ctx is None else ctx(x_ctx)  # (B, T, n_ctx, d)
-            return self.backbone(torch.empty(0), temporal, self._select_static_folded(x_num, x_cat))
+        if self._folds is not None:  # exporting: the selection networks from raw inputs (see exporting)
+            (static, temporal), embed, backbone = self._folds, self.embed, self.backbone
+            codes = None if embed.cat is None else x_cat.long() + embed.cat.offsets
+            selected = static(backbone.static_selection, embed.num, x_num, codes)
+            select_temporal = None
+            if x_ctx is not None and temporal is not None and backbone.temporal_selection is not None:
+                selection = backbone.temporal_selection
+
+                def select_temporal(c: Tensor) -> tuple[Tensor, Tensor]:
+                    return temporal(selection, embed.ctx, x_ctx, c=c)
+
+            return backbone(torch.empty(0), None, selected, select_temporal)
         return self.backbone(*self.embed(x_num, x_cat, x_ctx))  # (B, d_model)
 
     @torch.no_grad()
@@ -684,10 +735,9 @@ class TFT(TabularModel):
           3-D weights in float and copy the variable-major operands they need, while per-variable 2-D
           matmuls quantize to int8 and their ``(B, d)`` intermediates stay in cache (int8 graphs at batch
           4096: static-only TFT 75 k -> 118 k rows/s, with the context 12.6 k -> 14.7 k).
-        * The static selection reads the static tokens only through linear maps of single variables, so
-          it is folded into its inputs (:class:`FoldedStaticInputs`, :meth:`_select_static_folded`): no
-          ``(B, n_static, d)`` token tensor and no ``(B, n_static * d)`` matmul in the graph, and no GRN per
-          categorical and row (a lookup instead).
+        * Both selection networks are folded into their raw inputs (:class:`FoldedSelection`): no token
+          tensors, no matmul over all variables' tokens, and no GRN per categorical and row (a lookup);
+          static-only TFT 115 k -> 163 k rows/s.
         """
         selections = [m for m in self.modules() if isinstance(m, VariableSelection)]
         grouped = [m.variables for m in selections]
@@ -695,35 +745,32 @@ class TFT(TabularModel):
             for m, g in zip(selections, grouped, strict=True):
                 assert isinstance(g, GRN)
                 m.variables = g.per_group()
-            self._folded = FoldedStaticInputs.of(self)
+            backbone, embed = self.backbone, self.embed
+            static = FoldedSelection.of(backbone.static_selection, embed.num, self._categorical_tokens())
+            temporal = None
+            if backbone.temporal_selection is not None:
+                temporal = FoldedSelection.of(backbone.temporal_selection, embed.ctx)
+            if static is not None and (temporal is not None or backbone.temporal_selection is None):
+                self._folds = (static, temporal)
             yield
         finally:
-            self._folded = None
+            self._folds = None
             for m, g in zip(selections, grouped, strict=True):
                 m.variables = g
 
-    def _select_static_folded(self, x_num: Tensor, x_cat: Tensor) -> tuple[Tensor, Tensor]:
-        """The static selection network's ``(xi_s (B, d), weights (B, n_static))`` from ``x_num`` and
-        ``x_cat`` through :attr:`_folded` (while exporting): what ``static_selection(embed(...)[0])`` gives."""
-        f, selection, embed = self._folded, self.backbone.static_selection, self.embed
-        assert f is not None and isinstance(selection.variables, nn.ModuleList)
-        grn = selection.weights
-        h = f.bias  # (d_hidden + n_static,): [fc2(flat tokens) | skip(flat tokens)] of the weights GRN
-        if embed.num is not None:
-            h = h + x_num @ f.numeric
-        codes = None
-        if embed.cat is not None and f.categorical is not None:
-            codes = x_cat.long() + embed.cat.offsets  # (B, n_cat)
-            h = h + F.embedding(codes, f.categorical).sum(1)
-        pre, skip = h[..., : f.d_hidden], h[..., f.d_hidden :]  # (B, d_hidden), (B, n_static)
-        v = torch.softmax(grn.gate(grn.fc1(F.elu(pre)), skip), dim=-1)  # (B, n_static)
-        parts = []
-        if embed.num is not None:  # numeric j's token x_j * W_j + b_j, through its GRN
-            w, b = embed.num.weight, embed.num.bias
-            parts += [selection.variables[j](x_num[:, j, None] * w[j] + b[j]) for j in range(embed.n_num)]
-        if codes is not None and f.outputs is not None:  # categorical j's GRN output, looked up
-            parts += list(F.embedding(codes, f.outputs).unbind(1))
-        return weighted_sum(v, parts), v
+    @torch.no_grad()
+    def _categorical_tokens(self) -> list[Tensor]:
+        """Every categorical's tokens, one ``(cardinality, d_model)`` table each (``cat_proj`` applied)."""
+        embed, out = self.embed, []
+        if embed.cat is not None:
+            table = embed.cat.table.weight
+            for j, card in enumerate(embed.cardinalities):
+                off = int(embed.cat.offsets[j])
+                e = table[off : off + card]  # (card, d_embed_cat)
+                if embed.cat_proj is not None:
+                    e = e @ embed.cat_proj.weight[j] + embed.cat_proj.bias[j]  # (card, d_model)
+                out.append(e)
+        return out
 
     @property
     def last_interpretation(self) -> TFTInterpretation | None:
