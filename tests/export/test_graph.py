@@ -38,8 +38,16 @@ def data():
         ],
         how="diagonal_relaxed",
     )
-    # missing passenger counts and vendors, an unseen vendor
+    # missing passenger counts, vendors and coordinates, an unseen vendor
     test = test.with_columns(
+        pl.when(pl.int_range(pl.len()) % 17 == 0)
+        .then(None)
+        .otherwise(pl.col("dropoff_lat"))
+        .alias("dropoff_lat"),
+        pl.when(pl.int_range(pl.len()) % 19 == 0)
+        .then(None)
+        .otherwise(pl.col("pickup_lon"))
+        .alias("pickup_lon"),
         pl.when(pl.int_range(pl.len()) % 7 == 0)
         .then(None)
         .otherwise(pl.col("passenger_count"))
@@ -97,10 +105,12 @@ def test_onnx_graph_on_raw_fields(data, tmp_path):
     from tabxfer.export.artifact import raw_columns
     from tabxfer.export.serve import feed
 
-    # without the schema's pickup-time range: the graph's calendar is checked from 1970 to 2100 here
-    schema = [
-        {**i.to_dict(), "min": None, "max": None} if i.name == "pickup_ts" else i.to_dict() for i in inputs
-    ]
+    # without the schema's pickup-time range (the graph's calendar is checked from 1970 to 2100 here) and
+    # with missing coordinates let through (serve refuses them; the graph gives them the pipeline's values)
+    relaxed = {"pickup_ts": {"min": None, "max": None}} | {
+        c: {"nullable": True} for c in ("pickup_lon", "dropoff_lat")
+    }
+    schema = [i.to_dict() | relaxed.get(i.name, {}) for i in inputs]
     feeds = feed(schema, raw_columns(test, inputs))
     with torch.no_grad():
         ref = mlp(torch.from_numpy(arr["x_num"]), torch.from_numpy(arr["x_cat"]).long()).squeeze(-1).numpy()

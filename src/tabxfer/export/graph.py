@@ -112,6 +112,9 @@ def known_city_centers() -> dict[str, tuple[float, float]]:
     return {c: (city_bounds(c).center_lat, city_bounds(c).center_lon) for c in [*REAL_CITIES, *PRESETS]}
 
 
+NO_CELL = -2  # the graph's cell code for a missing coordinate: a slot of the lookup table that maps to 0
+
+
 def _lookup(values: Sequence[int], domain: tuple[int, int]) -> tuple[int, Tensor]:
     """``(lo, table)`` with ``table[v - lo]`` = vocabulary index of integer value ``v`` (0 = unknown), for
     every ``v`` in ``domain`` (inclusive bounds): the values the graph computes, so that a lookup needs no
@@ -168,7 +171,8 @@ class RawFeatures(nn.Module):
         self.lookup_lo: dict[str, int] = {}  # int-valued categoricals: value - lo -> index (buffer)
         n_cells = (2 * self.radius + 1) ** 2
         domains = {"hour": (0, 23), "weekday": (0, 6), "month": (1, 12), "holiday": (0, 1)}
-        domains |= {"pickup_cell": (-1, n_cells - 1), "dropoff_cell": (-1, n_cells - 1)}  # -1: far
+        # cell codes: -1 far, NO_CELL for a missing coordinate (never in a vocabulary: index 0)
+        domains |= {c: (NO_CELL, n_cells - 1) for c in ("pickup_cell", "dropoff_cell")}
         for f in spec.categorical:
             if f.name in computed_cat:
                 lo, table = _lookup([int(v) for v in f.values], domains[f.name])
@@ -181,15 +185,18 @@ class RawFeatures(nn.Module):
         """Vocabulary index of the computed value ``v`` (integer-valued), which lies in the table's domain."""
         return take(getattr(self, f"lookup_{name}"), (v - self.lookup_lo[name]).long())
 
-    def _cell(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    def _cell(self, x: Tensor, y: Tensor) -> Tensor:
+        """Grid-cell code of local coordinates ``x, y`` (km), as the pipeline's: ``-1`` beyond the cell
+        radius, :data:`NO_CELL` where a coordinate is missing (float64, integer-valued). Comparisons are
+        false for NaN, so ``near`` and ``ok`` need no NaN test of their own."""
         cfg, r = self.cfg, self.radius
-        ok = torch.isfinite(x) & torch.isfinite(y)
-        x0, y0 = torch.where(ok, x, torch.zeros_like(x)), torch.where(ok, y, torch.zeros_like(y))
-        i = torch.floor(x0 / cfg.cell_km).long()
-        j = torch.floor(y0 / cfg.cell_km).long()
-        far = (x0.abs() > cfg.cell_radius_km) | (y0.abs() > cfg.cell_radius_km)
-        code = torch.where(far, torch.full_like(i, -1), (i + r) * (2 * r + 1) + (j + r))
-        return code, ok
+        ax, ay = x.abs(), y.abs()
+        ok = (ax < math.inf) & (ay < math.inf)
+        near = (ax <= cfg.cell_radius_km) & (ay <= cfg.cell_radius_km)
+        i = torch.floor(torch.where(near, x, 0.0) / cfg.cell_km)  # in [-r, r] where near
+        j = torch.floor(torch.where(near, y, 0.0) / cfg.cell_km)
+        code = torch.where(near, (i + r) * (2 * r + 1) + (j + r), -1.0)
+        return torch.where(ok, code, float(NO_CELL))
 
     def forward(
         self,
@@ -276,7 +283,7 @@ class RawFeatures(nn.Module):
         raw = torch.stack([cols[f.name] for f in self.spec.numeric], dim=1) if self.spec.numeric else None
         if raw is not None:
             z = (raw - self.num_mean) / self.num_std
-            x_num = torch.where(torch.isfinite(z), z, torch.zeros_like(z)).float()
+            x_num = torch.where(z.abs() < math.inf, z, 0.0).float()  # NaN and +-inf -> 0 (the mean)
         else:
             x_num = torch.zeros(pickup_ts.shape[0], 0)
 
@@ -295,8 +302,7 @@ class RawFeatures(nn.Module):
             cats["holiday"] = self._index("holiday", is_hol)
         if cfg.cells:
             for name, (x, y) in (("pickup_cell", (px, py)), ("dropoff_cell", (dx, dy))):
-                code, ok = self._cell(x, y)
-                cats[name] = torch.where(ok, self._index(name, code), torch.zeros_like(code))
+                cats[name] = self._index(name, self._cell(x, y))
         for k, name in enumerate(self.string_inputs):
             cats[name] = codes[:, k]
         names = self.spec.categorical_names
