@@ -38,20 +38,15 @@ def data():
         ],
         how="diagonal_relaxed",
     )
+
     # missing passenger counts, vendors and coordinates, an unseen vendor
+    def blank_every(k: int, column: str) -> pl.Expr:
+        return pl.when(pl.int_range(pl.len()) % k == 0).then(None).otherwise(pl.col(column)).alias(column)
+
     test = test.with_columns(
-        pl.when(pl.int_range(pl.len()) % 17 == 0)
-        .then(None)
-        .otherwise(pl.col("dropoff_lat"))
-        .alias("dropoff_lat"),
-        pl.when(pl.int_range(pl.len()) % 19 == 0)
-        .then(None)
-        .otherwise(pl.col("pickup_lon"))
-        .alias("pickup_lon"),
-        pl.when(pl.int_range(pl.len()) % 7 == 0)
-        .then(None)
-        .otherwise(pl.col("passenger_count"))
-        .alias("passenger_count"),
+        blank_every(17, "dropoff_lat"),
+        blank_every(19, "pickup_lon"),
+        blank_every(7, "passenger_count"),
         pl.when(pl.int_range(pl.len()) % 11 == 0)
         .then(None)
         .when(pl.int_range(pl.len()) % 13 == 0)

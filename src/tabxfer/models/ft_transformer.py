@@ -150,25 +150,31 @@ class MultiheadAttention(nn.Module):
         return x if self.W_out is None else self.W_out(x)
 
     def _attend_tokens_first(self, x_q: Tensor, x_kv: Tensor) -> Tensor:
-        """Eval-mode attention written out for ONNX, ``(B, h, n_q, d / h)`` as ``scaled_dot_product_attention``.
-
-        The projections run on token-major ``(n, B, d)`` inputs, so that every per-head view the attention
-        matmuls read, ``(n, B, h, d / h)`` permuted to ``(B, h, n, d / h)`` (or ``(B, h, d / h, n)`` for K^T),
-        is a permutation onnxruntime folds into the MatMul (``FusedMatMul``'s ``transBatch``/``trans``
-        flags) instead of copying; the inputs' ``(B, n, d)`` -> ``(n, B, d)`` transposes move whole tokens.
-        In the batch-major layout K^T is a ``(0, 2, 3, 1)`` transpose that onnxruntime copies element by
-        element, and Q and V are copies too: the int8 TabTransformer graph at batch 4096 ran 33.9 k rows/s
-        that way, 43.7 k rows/s this way (the exporter's own decomposition of
-        ``scaled_dot_product_attention`` is slower still: its 3-D K^T took 73 % of the graph's time).
-        """
+        """Eval-mode attention for ONNX, ``(B, h, n_q, d / h)`` as ``scaled_dot_product_attention``, with the
+        projections on token-major inputs (see :func:`tokens_first_scores`)."""
         h = self.n_heads
-        q = self.W_q(x_q.transpose(0, 1))  # (n_q, B, d)
         kv = self.W_kv(x_kv.transpose(0, 1))  # (n, B, 2 * d)
         d = kv.shape[-1] // 2  # slices, not chunk (see ReGLU)
-        k, v = kv[..., :d], kv[..., d:]  # (n, B, d) each
-        q, k, v = (t.reshape(t.shape[0], t.shape[1], h, -1) for t in (q, k, v))  # (n, B, h, d / h)
-        scores = (q.permute(1, 2, 0, 3) @ k.permute(1, 2, 3, 0)) * (q.shape[-1] ** -0.5)  # (B, h, n_q, n)
+        scores = tokens_first_scores(self.W_q(x_q.transpose(0, 1)), kv[..., :d], h)  # (B, h, n_q, n)
+        v = kv[..., d:].reshape(kv.shape[0], kv.shape[1], h, -1)  # (n, B, h, d / h)
         return torch.softmax(scores, dim=-1) @ v.permute(1, 2, 0, 3)  # (B, h, n_q, d / h)
+
+
+def tokens_first_scores(q: Tensor, k: Tensor, n_heads: int) -> Tensor:
+    """Scaled attention scores ``(B, h, n_q, n)`` from token-major projections ``q (n_q, B, d)``,
+    ``k (n, B, d)``: the form tabxfer's attentions take when exported to ONNX.
+
+    Every per-head view the matmul reads, ``(n, B, h, d / h)`` permuted to ``(B, h, n, d / h)`` (or
+    ``(B, h, d / h, n)`` for K^T), is a permutation onnxruntime folds into the MatMul (``FusedMatMul``'s
+    ``transBatch``/``trans`` flags) instead of copying; the ``(B, n, d)`` -> ``(n, B, d)`` transposes of the
+    inputs before the projections move whole tokens. In the batch-major layout K^T is a ``(0, 2, 3, 1)``
+    transpose that onnxruntime copies element by element, and Q and V are copies too: the int8
+    TabTransformer graph at batch 4096 ran 33.9 k rows/s that way, 43.7 k rows/s this way (the exporter's
+    own decomposition of ``scaled_dot_product_attention`` is slower still: its 3-D K^T took 73 % of the
+    graph's time).
+    """
+    q, k = (t.reshape(t.shape[0], t.shape[1], n_heads, -1) for t in (q, k))  # (n, B, h, d / h)
+    return (q.permute(1, 2, 0, 3) @ k.permute(1, 2, 3, 0)) * (q.shape[-1] ** -0.5)
 
 
 class ReGLU(nn.Module):

@@ -59,7 +59,7 @@ from tabxfer.models.base import (
     grow_embeddings,
     widen_linear,
 )
-from tabxfer.models.ft_transformer import check_dropout
+from tabxfer.models.ft_transformer import check_dropout, tokens_first_scores
 
 NEW_VARIABLE_LOGIT_GAP = 2.0
 """How far below the mean of the old variables' logit biases a new static variable's selection logit starts
@@ -337,13 +337,9 @@ class InterpretableMultiHeadAttention(nn.Module):
         return x.view(x.shape[0], x.shape[1], self.n_heads, self.d_head).transpose(1, 2)  # (B, h, n, d_head)
 
     def forward(self, x_q: Tensor, x_kv: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        if torch.onnx.is_in_onnx_export():
-            # token-major projections: the per-head permutations fold into onnxruntime's FusedMatMul, as in
-            # ft_transformer.MultiheadAttention._attend_tokens_first (K^T was 5 % of the context TFT graph)
-            q = self.W_q(x_q.transpose(0, 1))  # (n_q, B, d)
-            k = self.W_k(x_kv.transpose(0, 1))  # (L, B, d)
-            q, k = (t.reshape(t.shape[0], t.shape[1], self.n_heads, self.d_head) for t in (q, k))
-            scores = q.permute(1, 2, 0, 3) @ k.permute(1, 2, 3, 0) * self.d_head**-0.5  # (B, h, n_q, L)
+        if torch.onnx.is_in_onnx_export():  # K^T was 5 % of the context TFT graph the batch-major way
+            q, k = self.W_q(x_q.transpose(0, 1)), self.W_k(x_kv.transpose(0, 1))  # (n_q, B, d), (L, B, d)
+            scores = tokens_first_scores(q, k, self.n_heads)  # (B, h, n_q, L)
         else:
             q, k = self._heads(self.W_q(x_q)), self._heads(self.W_k(x_kv))  # (B, h, n_q, dh), (B, h, L, dh)
             scores = q @ k.transpose(-2, -1) * self.d_head**-0.5  # (B, h, n_q, L)
@@ -468,7 +464,7 @@ class TFTBackbone(nn.Module):
 
     def encode(
         self,
-        static: Tensor,
+        static: Tensor | None,
         temporal: Tensor | None = None,
         *,
         all_steps: bool = True,
@@ -477,10 +473,14 @@ class TFTBackbone(nn.Module):
     ) -> tuple[Tensor, TFTInterpretation]:
         """Outputs ``(B, L, d)`` of every step (``all_steps``) or of the present step only (``L = 1``).
 
-        ``selected``: the static selection's outputs computed beforehand (``static`` is then unused);
+        ``selected``: the static selection's outputs computed beforehand, in place of ``static``;
         ``select_temporal``: the temporal selection as a function of its context ``c_s[:, None]``, in place
         of ``temporal`` (both from :meth:`TFT.exporting`'s folds)."""
-        xi_s, w_s = self.static_selection(static) if selected is None else selected  # (B, d), (B, n_static)
+        if selected is None:
+            if static is None:
+                raise ValueError("encode needs the static tokens or the static selection's outputs")
+            selected = self.static_selection(static)
+        xi_s, w_s = selected  # (B, d), (B, n_static)
         c_s, c_e, c_h, c_c = (grn(xi_s) for grn in self.static_contexts)  # (B, d) each
         state = (c_h.unsqueeze(0), c_c.unsqueeze(0))  # (1, B, d) each
         # NOTE[DIFF]: the paper's decoder steps read known future inputs through their own selection
@@ -513,7 +513,7 @@ class TFTBackbone(nn.Module):
 
     def forward(
         self,
-        static: Tensor,
+        static: Tensor | None,
         temporal: Tensor | None = None,
         selected: tuple[Tensor, Tensor] | None = None,
         select_temporal: Callable[[Tensor], tuple[Tensor, Tensor]] | None = None,
@@ -706,7 +706,7 @@ class TFT(TabularModel):
                 def select_temporal(c: Tensor) -> tuple[Tensor, Tensor]:
                     return temporal(selection, embed.ctx, x_ctx, c=c)
 
-            return backbone(torch.empty(0), None, selected, select_temporal)
+            return backbone(None, None, selected, select_temporal)
         return self.backbone(*self.embed(x_num, x_cat, x_ctx))  # (B, d_model)
 
     @torch.no_grad()
