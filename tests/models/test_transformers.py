@@ -3,6 +3,8 @@ argument checks and the ONNX round trip (opset 17, dynamic batch) against onnxru
 
 from __future__ import annotations
 
+import io
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -13,7 +15,7 @@ from torch import Tensor, nn
 import model_helpers
 from model_helpers import export_and_run, one_thread  # noqa: F401 (autouse fixture)
 from tabxfer.models.base import TabularModel
-from tabxfer.models.ft_transformer import FTTransformer
+from tabxfer.models.ft_transformer import FTTransformer, MultiheadAttention
 from tabxfer.models.tab_transformer import TabTransformer
 
 N_NUM = 5
@@ -149,6 +151,45 @@ def test_onnx_export_matches_onnxruntime(name: str, tmp_path: Path) -> None:
         y = model(*x)
     assert y_onnx.shape == y.shape
     torch.testing.assert_close(y_onnx, y, atol=1e-4, rtol=0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", MODELS)
+def test_onnx_export_as_tabxfer_exports_uses_attention_nodes(name: str) -> None:
+    """Inside ``exporting()`` at opset 23 (tabxfer's export), each block's attention is one ONNX
+    ``Attention`` node with the model's outputs at another batch size; the switch is put back on exit, also
+    when the export raises."""
+    ort = pytest.importorskip("onnxruntime")
+    onnx = pytest.importorskip("onnx")
+    model = build(name).eval()
+    attentions = [m for m in model.modules() if isinstance(m, MultiheadAttention)]
+    f = io.BytesIO()
+    batch = torch.export.Dim("batch", min=1)
+    with model.exporting(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert all(m.onnx_node for m in attentions)
+        prog = torch.onnx.export(
+            model,
+            make_inputs(4),
+            dynamo=True,
+            opset_version=23,
+            input_names=["x_num", "x_cat"],
+            output_names=["y"],
+            dynamic_shapes=({0: batch}, {0: batch}),
+        )
+        assert prog is not None
+        onnx.save(prog.model_proto, f)
+    assert not any(m.onnx_node for m in attentions)
+    ops = [n.op_type for n in onnx.load_from_string(f.getvalue()).graph.node]
+    assert ops.count("Attention") == len(attentions) == 2 and "Softmax" not in ops
+    x = make_inputs(33, seed=2)
+    session = ort.InferenceSession(f.getvalue(), providers=["CPUExecutionProvider"])
+    (y,) = session.run(None, {"x_num": x[0].numpy(), "x_cat": x[1].numpy()})
+    with torch.no_grad():
+        torch.testing.assert_close(torch.from_numpy(y), model(*x), atol=1e-5, rtol=0)
+    with pytest.raises(RuntimeError, match="boom"), model.exporting():
+        raise RuntimeError("boom")
+    assert not any(m.onnx_node for m in attentions)
 
 
 # --- model-specific ------------------------------------------------------------------------------------

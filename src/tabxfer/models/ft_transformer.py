@@ -23,7 +23,8 @@ fresh parameters for columns appended at the end of ``x_num`` / ``x_cat`` and ke
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -126,6 +127,7 @@ class MultiheadAttention(nn.Module):
             raise ValueError(f"{n_heads=} must divide {d_token=}")
         self.n_heads = n_heads
         self.dropout = dropout
+        self.onnx_node = False  # export as one ONNX Attention node (see attention_nodes)
         self.W_q = nn.Linear(d_token, d_token)
         self.W_kv = nn.Linear(d_token, 2 * d_token)  # K and V in one matmul; same init as two Linears
         self.W_out = nn.Linear(d_token, d_token) if n_heads > 1 else None
@@ -137,8 +139,8 @@ class MultiheadAttention(nn.Module):
         return x.reshape(x.shape[0], x.shape[1], self.n_heads, -1).transpose(1, 2)  # (B, h, n, d / h)
 
     def forward(self, x_q: Tensor, x_kv: Tensor) -> Tensor:
-        if torch.onnx.is_in_onnx_export():
-            x = self._attend_tokens_first(x_q, x_kv)
+        if self.onnx_node and torch.onnx.is_in_onnx_export():
+            x = self._onnx_attention(x_q, x_kv)
         else:
             q = self._heads(self.W_q(x_q))  # (B, h, n_q, d / h)
             kv = self.W_kv(x_kv)  # (B, n, 2 * d)
@@ -146,35 +148,40 @@ class MultiheadAttention(nn.Module):
             k, v = kv[..., :d], kv[..., d:]  # (B, n, d) each
             p = self.dropout if self.training else 0.0
             x = F.scaled_dot_product_attention(q, self._heads(k), self._heads(v), dropout_p=p)  # as q
-        x = x.transpose(1, 2).flatten(2)  # (B, n_q, d)
+            x = x.transpose(1, 2).flatten(2)  # (B, n_q, d)
         return x if self.W_out is None else self.W_out(x)
 
-    def _attend_tokens_first(self, x_q: Tensor, x_kv: Tensor) -> Tensor:
-        """Eval-mode attention for ONNX, ``(B, h, n_q, d / h)`` as ``scaled_dot_product_attention``, with the
-        projections on token-major inputs (see :func:`tokens_first_scores`)."""
-        h = self.n_heads
-        kv = self.W_kv(x_kv.transpose(0, 1))  # (n, B, 2 * d)
+    def _onnx_attention(self, x_q: Tensor, x_kv: Tensor) -> Tensor:
+        """Eval-mode attention ``(B, n_q, d)`` as one ONNX ``Attention`` node (opset 23) on ``(B, n, d)`` inputs.
+
+        onnxruntime's kernel runs each (row, head) in cache; the same attention as MatMul/Softmax/MatMul nodes
+        writes and rereads a ``(B, h, n_q, n)`` score tensor between them, and the tiny per-head matmuls
+        (11 x 4 x 11 in TabTransformer) cannot amortize a kernel call. Measured on the int8 TabTransformer
+        graph at batch 4096: 43-52 k rows/s with token-major MatMuls (onnxruntime folding every per-head view
+        into ``FusedMatMul``), 57-58 k with ``Attention``; the exporter's own decomposition of
+        ``scaled_dot_product_attention`` was slower than either.
+        """
+        kv = self.W_kv(x_kv)
         d = kv.shape[-1] // 2  # slices, not chunk (see ReGLU)
-        scores = tokens_first_scores(self.W_q(x_q.transpose(0, 1)), kv[..., :d], h)  # (B, h, n_q, n)
-        v = kv[..., d:].reshape(kv.shape[0], kv.shape[1], h, -1)  # (n, B, h, d / h)
-        return torch.softmax(scores, dim=-1) @ v.permute(1, 2, 0, 3)  # (B, h, n_q, d / h)
+        h = self.n_heads
+        q, k, v = self.W_q(x_q), kv[..., :d], kv[..., d:]
+        return torch.onnx.ops.attention(q, k, v, q_num_heads=h, kv_num_heads=h)[0]
 
 
-def tokens_first_scores(q: Tensor, k: Tensor, n_heads: int) -> Tensor:
-    """Scaled attention scores ``(B, h, n_q, n)`` from token-major projections ``q (n_q, B, d)``,
-    ``k (n, B, d)``: the form tabxfer's attentions take when exported to ONNX.
-
-    Every per-head view the matmul reads, ``(n, B, h, d / h)`` permuted to ``(B, h, n, d / h)`` (or
-    ``(B, h, d / h, n)`` for K^T), is a permutation onnxruntime folds into the MatMul (``FusedMatMul``'s
-    ``transBatch``/``trans`` flags) instead of copying; the ``(B, n, d)`` -> ``(n, B, d)`` transposes of the
-    inputs before the projections move whole tokens. In the batch-major layout K^T is a ``(0, 2, 3, 1)``
-    transpose that onnxruntime copies element by element, and Q and V are copies too: the int8
-    TabTransformer graph at batch 4096 ran 33.9 k rows/s that way, 43.7 k rows/s this way (the exporter's
-    own decomposition of ``scaled_dot_product_attention`` is slower still: its 3-D K^T took 73 % of the
-    graph's time).
-    """
-    q, k = (t.reshape(t.shape[0], t.shape[1], n_heads, -1) for t in (q, k))  # (n, B, h, d / h)
-    return (q.permute(1, 2, 0, 3) @ k.permute(1, 2, 3, 0)) * (q.shape[-1] ** -0.5)
+@contextlib.contextmanager
+def attention_nodes(model: nn.Module) -> Iterator[None]:
+    """Inside: every :class:`MultiheadAttention` in ``model`` exports as one ONNX ``Attention`` node, which
+    needs opset 23 (tabxfer's exporter's; exports at older opsets, such as the TorchScript exporter's, get
+    ``scaled_dot_product_attention`` decomposed). Put back on exit."""
+    attentions = [m for m in model.modules() if isinstance(m, MultiheadAttention)]
+    before = [m.onnx_node for m in attentions]
+    try:
+        for m in attentions:
+            m.onnx_node = True
+        yield
+    finally:
+        for m, b in zip(attentions, before, strict=True):
+            m.onnx_node = b
 
 
 class ReGLU(nn.Module):
@@ -317,3 +324,9 @@ class FTTransformer(TabularModel):
         the head are unchanged (they do not depend on the number of tokens)."""
         self.embed.add_features(n_num=n_num, cardinalities=cardinalities)
         self.train(self.training)  # new modules take the model's train/eval mode
+
+    @contextlib.contextmanager
+    def exporting(self) -> Iterator[None]:
+        """Attention exported as ONNX ``Attention`` nodes (see :func:`attention_nodes`)."""
+        with attention_nodes(self):
+            yield

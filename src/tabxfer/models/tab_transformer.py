@@ -24,7 +24,8 @@ over the old ones, and the LayerNorm's mean and variance run over the new numeri
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
@@ -39,7 +40,7 @@ from tabxfer.models.base import (
     mlp_layers,
     widen_linear,
 )
-from tabxfer.models.ft_transformer import MultiheadAttention, check_dropout
+from tabxfer.models.ft_transformer import MultiheadAttention, attention_nodes, check_dropout
 
 
 class TabTransformerEmbed(nn.Module):
@@ -292,3 +293,9 @@ class TabTransformer(TabularModel):
         self.backbone.add_features(n_num=n_num, n_cat=len(cardinalities), like=like)
         self.d_backbone = self.backbone.d_out
         self.train(self.training)  # new modules (the blocks, when there were no tokens) take the mode
+
+    @contextlib.contextmanager
+    def exporting(self) -> Iterator[None]:
+        """Attention exported as ONNX ``Attention`` nodes (see :func:`.ft_transformer.attention_nodes`)."""
+        with attention_nodes(self):
+            yield
