@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from model_helpers import TFT_TEMPORAL_PARAMS
-from tabxfer.models.tft import GRN, TFT
+from tabxfer.models.tft import GRN, TFT, GateAddNorm, elu_then
 
 CARDS = [5, 3, 7]
 N_NUM, N_CTX, T = 4, 3, 6
@@ -216,3 +216,17 @@ def test_bad_context_raises():
         make(n_ctx=0)(x_num, x_cat, x_ctx)
     with pytest.raises(ValueError, match="x_ctx must be"):
         make()(x_num, x_cat, x_ctx[:, 1:])
+
+
+def test_export_forms_of_elu_and_glu_compute_the_same(monkeypatch):
+    """The forms taken under ONNX export (ELU's -1 moved into the next bias; the GLU as two matmuls) against
+    the training forms, on values spanning both ELU branches."""
+    torch.manual_seed(0)
+    linear, gate = nn.Linear(6, 5), GateAddNorm(d_in=6, d_out=5, dropout=0.3).eval()
+    x, skip = torch.randn(40, 6) * 3, torch.randn(40, 5)
+    with torch.no_grad():
+        want = linear(torch.nn.functional.elu(x)), gate(x, skip)
+        monkeypatch.setattr(torch.onnx, "is_in_onnx_export", lambda: True)
+        got = elu_then(linear, x), gate(x, skip)
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w, atol=1e-6, rtol=0)

@@ -146,6 +146,17 @@ def _insert(t: Tensor, at: int, new: Tensor) -> Tensor:
     return torch.cat([t[:at], new, t[at:]])
 
 
+def elu_then(linear: nn.Module, x: Tensor) -> Tensor:
+    """``linear(elu(x))``. Exported to ONNX as ``linear(relu(x) + exp(min(x, 0))) - linear.weight @ 1``, the
+    ``-1`` of ``elu = relu(x) + exp(min(x, 0)) - 1`` moved into the bias: onnxruntime's ``Elu`` kernel is
+    scalar (4.4 ms on a ``(4096 * 24, 64)`` tensor where ``Relu``, ``Clip``, ``Exp`` and ``Add`` take
+    2.1 ms together)."""
+    if torch.onnx.is_in_onnx_export() and isinstance(linear, nn.Linear) and linear.bias is not None:
+        bias = linear.bias - linear.weight.sum(1)
+        return F.linear(F.relu(x) + torch.exp(x.clamp(max=0.0)), linear.weight, bias)
+    return linear(F.elu(x))
+
+
 class GateAddNorm(nn.Module):
     """``LayerNorm(skip + GLU(Dropout(x)))``: ``(..., d_in), (..., d_out) -> (..., d_out)``.
 
@@ -161,7 +172,17 @@ class GateAddNorm(nn.Module):
         self.norm = GroupedLayerNorm(n_groups, d_out) if n_groups else nn.LayerNorm(d_out)
 
     def forward(self, x: Tensor, skip: Tensor) -> Tensor:
+        if torch.onnx.is_in_onnx_export() and isinstance(self.fc, nn.Linear):
+            return self.norm(skip + self._glu_two_matmuls(x))
         return self.norm(skip + F.glu(self.fc(self.dropout(x)), dim=-1))  # GLU: (W4 x) * sigmoid(W5 x)
+
+    def _glu_two_matmuls(self, x: Tensor) -> Tensor:
+        """The eval-mode GLU as two matmuls, for ONNX: one matmul to ``2 * d_out`` is split in two by a
+        ``Split`` that copies both halves (8.8 % of the int8 TFT-with-context graph's time at batch 4096;
+        19.0 k -> 20.6 k rows/s this way)."""
+        assert isinstance(self.fc, nn.Linear) and self.fc.bias is not None
+        d, w, b = self.fc.out_features // 2, self.fc.weight, self.fc.bias
+        return F.linear(x, w[:d], b[:d]) * torch.sigmoid(F.linear(x, w[d:], b[d:]))
 
 
 class GRN(nn.Module):
@@ -194,7 +215,7 @@ class GRN(nn.Module):
         eta = self.fc2(a)  # (..., d_hidden)
         if self.context is not None and c is not None:
             eta = eta + self.context(c)
-        eta = self.fc1(F.elu(eta))  # (..., d_hidden)
+        eta = elu_then(self.fc1, eta)  # (..., d_hidden)
         return self.gate(eta, a if self.skip is None else self.skip(a))  # (..., d_out)
 
     @torch.no_grad()
@@ -625,7 +646,7 @@ class FoldedSelection:
         pre, skip = h[..., : self.d_hidden], h[..., self.d_hidden :]  # (..., d_hidden), (..., n)
         if grn.context is not None and c is not None:
             pre = pre + grn.context(c)
-        v = torch.softmax(grn.gate(grn.fc1(F.elu(pre)), skip), dim=-1)  # (..., n)
+        v = torch.softmax(grn.gate(elu_then(grn.fc1, pre), skip), dim=-1)  # (..., n)
         parts = []
         if num is not None:
             w, b, grns = num.weight, num.bias, selection.variables
