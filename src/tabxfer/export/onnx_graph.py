@@ -34,7 +34,7 @@ from tabxfer.features.calendar import HOLIDAY_YEARS
 from tabxfer.features.spec import FeatureSpec
 from tabxfer.models.base import TabularModel
 
-OPSET = 23  # ONNX Attention (see ft_transformer.MultiheadAttention._onnx_attention)
+OPSET = 23  # ONNX Attention (see ft_transformer.MultiheadAttention.attend)
 ML_OPSET = 3  # ai.onnx.ml: LabelEncoder with string keys
 COORDS = ("pickup_lat", "pickup_lon", "dropoff_lat", "dropoff_lon")
 OUTPUTS = ("duration_s", "log_duration")

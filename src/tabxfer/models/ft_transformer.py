@@ -127,7 +127,7 @@ class MultiheadAttention(nn.Module):
             raise ValueError(f"{n_heads=} must divide {d_token=}")
         self.n_heads = n_heads
         self.dropout = dropout
-        self.onnx_node = False  # export as one ONNX Attention node (see attention_nodes)
+        self.onnx_node = False  # export as one ONNX Attention node (see attend)
         self.W_q = nn.Linear(d_token, d_token)
         self.W_kv = nn.Linear(d_token, 2 * d_token)  # K and V in one matmul; same init as two Linears
         self.W_out = nn.Linear(d_token, d_token) if n_heads > 1 else None
@@ -139,33 +139,30 @@ class MultiheadAttention(nn.Module):
         return x.reshape(x.shape[0], x.shape[1], self.n_heads, -1).transpose(1, 2)  # (B, h, n, d / h)
 
     def forward(self, x_q: Tensor, x_kv: Tensor) -> Tensor:
-        if self.onnx_node and torch.onnx.is_in_onnx_export():
-            x = self._onnx_attention(x_q, x_kv)
-        else:
-            q = self._heads(self.W_q(x_q))  # (B, h, n_q, d / h)
-            kv = self.W_kv(x_kv)  # (B, n, 2 * d)
-            d = kv.shape[-1] // 2
-            k, v = kv[..., :d], kv[..., d:]  # (B, n, d) each
-            p = self.dropout if self.training else 0.0
-            x = F.scaled_dot_product_attention(q, self._heads(k), self._heads(v), dropout_p=p)  # as q
-            x = x.transpose(1, 2).flatten(2)  # (B, n_q, d)
-        return x if self.W_out is None else self.W_out(x)
+        kv = self.W_kv(x_kv)  # (B, n, 2 * d)
+        d = kv.shape[-1] // 2  # slices, not chunk (see ReGLU)
+        return self.attend(self.W_q(x_q), kv[..., :d], kv[..., d:])
 
-    def _onnx_attention(self, x_q: Tensor, x_kv: Tensor) -> Tensor:
-        """Eval-mode attention ``(B, n_q, d)`` as one ONNX ``Attention`` node (opset 23) on ``(B, n, d)`` inputs.
+    def attend(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        """The attention from projected queries ``(B, n_q, d)``, keys and values ``(B, n, d)``, output
+        projection included: ``(B, n_q, d)``.
 
-        onnxruntime's kernel runs each (row, head) in cache; the same attention as MatMul/Softmax/MatMul nodes
-        writes and rereads a ``(B, h, n_q, n)`` score tensor between them, and the tiny per-head matmuls
-        (11 x 4 x 11 in TabTransformer) cannot amortize a kernel call. Measured on the int8 TabTransformer
-        graph at batch 4096: 43-52 k rows/s with token-major MatMuls (onnxruntime folding every per-head view
-        into ``FusedMatMul``), 57-58 k with ``Attention``; the exporter's own decomposition of
+        Under :func:`attention_nodes` it exports as one ONNX ``Attention`` node (opset 23): onnxruntime's
+        kernel runs each (row, head) in cache, where MatMul/Softmax/MatMul nodes write and reread a
+        ``(B, h, n_q, n)`` score tensor between them and their tiny per-head matmuls (11 x 4 x 11 in
+        TabTransformer) cannot amortize a kernel call. Measured on the int8 TabTransformer graph at batch
+        4096: 43-52 k rows/s with token-major MatMuls (onnxruntime folding every per-head view into
+        ``FusedMatMul``), 57-58 k with ``Attention``; the exporter's own decomposition of
         ``scaled_dot_product_attention`` was slower than either.
         """
-        kv = self.W_kv(x_kv)
-        d = kv.shape[-1] // 2  # slices, not chunk (see ReGLU)
         h = self.n_heads
-        q, k, v = self.W_q(x_q), kv[..., :d], kv[..., d:]
-        return torch.onnx.ops.attention(q, k, v, q_num_heads=h, kv_num_heads=h)[0]
+        if self.onnx_node and torch.onnx.is_in_onnx_export():
+            x = torch.onnx.ops.attention(q, k, v, q_num_heads=h, kv_num_heads=h)[0]
+        else:
+            p = self.dropout if self.training else 0.0
+            x = F.scaled_dot_product_attention(self._heads(q), self._heads(k), self._heads(v), dropout_p=p)
+            x = x.transpose(1, 2).flatten(2)  # (B, n_q, d)
+        return x if self.W_out is None else self.W_out(x)
 
 
 @contextlib.contextmanager
