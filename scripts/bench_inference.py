@@ -9,7 +9,10 @@ quantization (``tabxfer export``: raw fields in, verified on held-out rows), the
   the network), run eagerly on the same raw trips: the like-for-like twin of the ONNX graphs (only the
   string -> code lookups, done beforehand here, are the graph's alone);
 * ONNX fp32 / dynamic-int8 / static-int8 (onnxruntime, CPU provider): the whole graph from raw fields,
-  features included.
+  features included; where the export runs the batch in row blocks (``tabxfer.export.blocks``, the
+  "blocks" column), also
+* torch eager fp32 in the same blocks (``torch_eager_fp32_blocks``): what the blocking alone is worth to
+  torch. The speed-ups stay against torch eager on the whole batch, the issue's baseline.
 
 Allocator: torch eager frees its large intermediates after every call, glibc's malloc hands blocks above
 its mmap threshold back to the kernel, and the next call faults them in again: at batch 4096 that halves
@@ -91,6 +94,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--default-allocator", action="store_true", help="keep glibc malloc's defaults (see the docstring)"
     )
+    p.add_argument(
+        "--block-rows",
+        type=int,
+        default=None,
+        help="rows per block of the CPU graphs (0: whole; default: auto)",
+    )
     return p.parse_args(argv)
 
 
@@ -124,7 +133,10 @@ def timings(fn: Any, runs: int, warmup: int = 20) -> np.ndarray:
 
 def bench_model(model: str, ckpt: str, args: argparse.Namespace, out: Path) -> dict[str, Any]:
     art = out / "artifacts" / model
-    rep = export_checkpoint(ckpt, art, quantize="dynamic-int8,static-int8", rows=args.rows)
+    rep = export_checkpoint(
+        ckpt, art, quantize="dynamic-int8,static-int8", rows=args.rows, block_rows=args.block_rows
+    )
+    block = int(rep["variants"]["none"]["block_rows"])
     module = load(ckpt).eval()
     spec = FeatureSpec.from_dict(module.hparams["spec"])
     reads = context_hours(module)
@@ -156,6 +168,16 @@ def bench_model(model: str, ckpt: str, args: argparse.Namespace, out: Path) -> d
     calls: dict[str, tuple[Any, Any]] = {
         "torch_eager_fp32": (lambda: module(*[x[:1] for x in xs]), lambda: module(*xs)),
         "torch_eager_raw_fp32": (lambda: rt(*[a[:1] for a in raw_args]), lambda: rt(*raw_args)),
+        **(
+            {
+                "torch_eager_fp32_blocks": (
+                    lambda: module(*[x[:1] for x in xs]),
+                    lambda: [module(*[x[s : s + block] for x in xs]) for s in range(0, n, block)],
+                )
+            }
+            if block
+            else {}
+        ),
         **{
             f"onnx_{mode}": (
                 lambda s=sess: s.run(["log_duration"], one),
@@ -177,13 +199,18 @@ def bench_model(model: str, ckpt: str, args: argparse.Namespace, out: Path) -> d
                 thr[name].append(float(np.median(timings(big, args.throughput_runs, warmup=3))))
                 time.sleep(0.2)
     for name in calls:
-        extra: dict[str, Any] = {"bytes": None, "rmsle_delta": 0.0}
+        extra: dict[str, Any] = {
+            "bytes": None,
+            "rmsle_delta": 0.0,
+            "block_rows": block if "blocks" in name else 0,
+        }
         if name.startswith("onnx_"):
             v = rep["variants"][name.removeprefix("onnx_")]
             extra = {
                 "bytes": v["bytes"],
                 "rmsle_delta": v["rmsle_delta"],
                 "max_abs_diff_log": v["max_abs_diff_log"],
+                "block_rows": v["block_rows"],
             }
         res[name] = summary(lat[name], thr[name], n) | extra
         for base in ("torch_eager_fp32", "torch_eager_raw_fp32"):
@@ -241,17 +268,19 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def print_table(results: list[dict[str, Any]]) -> None:
-    cols = ["torch_eager_fp32", "torch_eager_raw_fp32", *[f"onnx_{m}" for m in ONNX_VARIANTS]]
+    cols = ["torch_eager_fp32", "torch_eager_fp32_blocks", "torch_eager_raw_fp32"]
+    cols += [f"onnx_{m}" for m in ONNX_VARIANTS]
     print(
-        f"\n{'model':16} {'runtime':20} {'KiB':>7} {'RMSLE chg':>9} {'p50 ms':>7} {'p99 ms':>7} {'rows/s@4096':>12} "
-        f"{'x torch':>7} {'x raw torch':>11}"
+        f"\n{'model':16} {'runtime':23} {'KiB':>7} {'RMSLE chg':>9} {'blocks':>6} {'p50 ms':>7} {'p99 ms':>7} "
+        f"{'rows/s@4096':>12} {'x torch':>7} {'x raw torch':>11}"
     )
     for r in results:
         for c in [c for c in cols if c in r]:
             v = r[c]
             kib = f"{v['bytes'] / 1024:.0f}" if v["bytes"] else "-"
             print(
-                f"{r['model']:16} {c:20} {kib:>7} {v['rmsle_delta']:>+9.4f} {v['p50_ms_b1']:>7.3f} "
+                f"{r['model']:16} {c:23} {kib:>7} {v['rmsle_delta']:>+9.4f} {v.get('block_rows') or '-':>6} "
+                f"{v['p50_ms_b1']:>7.3f} "
                 f"{v['p99_ms_b1']:>7.3f} {v['rows_per_s_b4096']:>12,.0f} {v['x_torch_eager_fp32']:>7.2f} "
                 f"{v['x_torch_eager_raw_fp32']:>11.2f}"
             )

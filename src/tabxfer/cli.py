@@ -95,16 +95,22 @@ def _export(args: argparse.Namespace) -> int:
     ckpt = Path(args.checkpoint)
     out = Path(args.out) if args.out else ckpt.parent.parent / "export"
     rep = export_checkpoint(
-        ckpt, out, quantize=args.quantize, rows=args.rows, seed=args.seed, provider=args.provider
+        ckpt,
+        out,
+        quantize=args.quantize,
+        rows=args.rows,
+        seed=args.seed,
+        provider=args.provider,
+        block_rows=args.block_rows,
     )
     print(
         f"{rep['model']}: verified on {rep['rows_verified']:,} held-out rows, RMSLE torch {rep['rmsle_torch']:.4f}"
     )
-    print(f"{'variant':14} {'KiB':>8} {'max|dlog|':>10} {'RMSLE':>8} {'change':>8}  checked on")
+    print(f"{'variant':14} {'KiB':>8} {'max|dlog|':>10} {'RMSLE':>8} {'change':>8} {'blocks':>6}  checked on")
     for mode, v in rep["variants"].items():
         print(
             f"{mode:14} {v['bytes'] / 1024:>8.0f} {v['max_abs_diff_log']:>10.2e} {v['rmsle']:>8.4f} "
-            f"{v['rmsle_delta']:>+8.4f}  {', '.join(v['checked_providers'])}"
+            f"{v['rmsle_delta']:>+8.4f} {v['block_rows'] or '-':>6}  {', '.join(v['checked_providers'])}"
         )
     print(f"artifact -> {out}")
     return 0
@@ -231,6 +237,12 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--rows", type=int, default=20_000, help="held-out rows to verify on")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--provider", default="cpu", choices=["cpu", "cuda"], help="where to verify")
+    e.add_argument(
+        "--block-rows",
+        type=int,
+        help="CPU variants run large batches in blocks of this many rows (0: whole; default: chosen from "
+        "the graph's tensor sizes)",
+    )
     e.set_defaults(fn=_export)
     p = sub.add_parser("predict", help="run an artifact on a CSV or Parquet of raw trips")
     p.add_argument("model", help="an artifact's .onnx file")

@@ -48,8 +48,8 @@ from tabxfer.data.geo import haversine_km
 from tabxfer.data.quality import Validation
 from tabxfer.evaluation.metrics import rmsle
 from tabxfer.evaluation.slices import distance_band
+from tabxfer.export import blocks, serve
 from tabxfer.export import quantize as q
-from tabxfer.export import serve
 from tabxfer.export.graph import RawFeatures
 from tabxfer.export.onnx_graph import RawInput, RawTripModel, export_raw_graph, loader_ranges, raw_inputs
 from tabxfer.features import pipeline
@@ -64,6 +64,7 @@ FP32_TOL = 1e-4  # max abs difference on log-duration, graph vs torch
 QUANT_GOAL = 0.002  # RMSLE change goal for int8 / fp16
 PARITY_BATCHES = (1, 7, 4096)
 NOISE_ROWS = 32  # rows over FP32_TOL that may be explained by torch's own float32 noise
+BLOCKED = ("none", "dynamic-int8", "static-int8")  # the CPU variants; fp16 (for GPUs) runs batches whole
 
 
 def context_hours(module: Any) -> int:
@@ -362,9 +363,12 @@ def export_checkpoint(
     profile_rows: int = 20_000,
     seed: int = 0,
     provider: str = "cpu",
+    block_rows: int | None = None,
 ) -> dict[str, Any]:
     """Export, quantize, verify and describe; returns the report (also ``report.json``).
-    ``profile_rows``: training rows the drift reference profile is computed on."""
+    ``profile_rows``: training rows the drift reference profile is computed on. ``block_rows``: the CPU
+    variants (fp32 and int8) run large batches in blocks of this many rows (:mod:`.blocks`); ``None``
+    chooses from the graph's tensor sizes, 0 runs every batch whole."""
     from tabxfer.train import load  # Lightning is imported only here
 
     ckpt = Path(checkpoint)
@@ -400,8 +404,9 @@ def export_checkpoint(
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        base = tmp / file_name("none")
+        base = tmp / ".model.whole.onnx"  # what the quantizers read; the fp32 variant is it, perhaps blocked
         export_raw_graph(model, spec, base)
+        rows_per_block = blocks.block_rows(onnx.load(str(base))) if block_rows is None else block_rows
         report: dict[str, Any] = {
             "checkpoint": str(ckpt),
             "model": module.hparams["model_cfg"]["_target_"],
@@ -414,6 +419,11 @@ def export_checkpoint(
             notes: dict[str, Any] = {}
             if mode != "none":
                 notes = q.quantize(base, path, mode, calibration=calib_feeds)
+            else:
+                shutil.copyfile(base, path)
+            notes["block_rows"] = rows_per_block if mode in BLOCKED and rows_per_block else 0
+            if notes["block_rows"]:
+                onnx.save(blocks.in_row_blocks(onnx.load(str(path)), notes["block_rows"]), str(path))
             pred, providers = _run(path, feeds, 4096, provider)
             diff = np.abs(pred - ref)
             small = {
@@ -479,10 +489,12 @@ def export_checkpoint(
                 {
                     **props,
                     "tabxfer.quantization": mode,
+                    "tabxfer.block_rows": str(report["variants"][mode]["block_rows"]),
                     "tabxfer.checked_providers": json.dumps(report["variants"][mode]["checked_providers"]),
                 },
                 description(inputs, mode),
             )
+        base.unlink()
         (tmp / "report.json").write_text(json.dumps(report, indent=1, default=str))
         (tmp / "inputs.json").write_text(json.dumps([i.to_dict() for i in inputs], indent=1))
         _write_examples(tmp, test, inputs, ref)
