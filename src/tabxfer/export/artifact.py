@@ -64,6 +64,12 @@ FP32_TOL = 1e-4  # max abs difference on log-duration, graph vs torch
 QUANT_GOAL = 0.002  # RMSLE change goal for int8 / fp16
 PARITY_BATCHES = (1, 7, 4096)
 NOISE_ROWS = 32  # rows over FP32_TOL that may be explained by torch's own float32 noise
+# what loads each opset's artifacts, checked with pip-installed onnxruntime (CPU) versions
+ONNXRUNTIME_NEEDED = {
+    18: "onnxruntime >= 1.20 (checked: 1.20.1, 1.23.2, 1.28.0, 1.31.1)",
+    23: "onnxruntime >= 1.23, for static-int8 >= 1.28 (checked: 1.22.1 cannot load opset 23; 1.23.2 lacks "
+    "QuantizeLinear-23; 1.28.0 and 1.31.1 run every variant)",
+}
 BLOCKED = ("none", "dynamic-int8", "static-int8")  # the CPU variants; fp16 (for GPUs) runs batches whole
 
 
@@ -406,10 +412,12 @@ def export_checkpoint(
     try:
         base = tmp / ".model.whole.onnx"  # what the quantizers read; the fp32 variant is it, perhaps blocked
         export_raw_graph(model, spec, base)
-        rows_per_block = blocks.block_rows(onnx.load(str(base))) if block_rows is None else block_rows
+        whole = onnx.load(str(base))
+        rows_per_block = blocks.block_rows(whole) if block_rows is None else block_rows
         report: dict[str, Any] = {
             "checkpoint": str(ckpt),
             "model": module.hparams["model_cfg"]["_target_"],
+            "onnx_opset": next(o.version for o in whole.opset_import if o.domain in ("", "ai.onnx")),
             "rows_verified": len(test),
             "rmsle_torch": rmsle(ref, log_true),
             "variants": {},
@@ -595,6 +603,8 @@ def model_card(
 ) -> str:
     corpus = meta.get("corpus") or {}
     cfg = module.hparams["model_cfg"]
+    opset = report["onnx_opset"]
+    runtimes = ONNXRUNTIME_NEEDED.get(opset, "not checked on other onnxruntime versions")
     fp32 = report["variants"]["none"]
     lines = [
         f"# Model card: {cfg['_target_'].rsplit('.', 1)[-1]} trip duration",
@@ -649,6 +659,9 @@ def model_card(
         "- Cities outside the training data use tabxfer's known city centers for the local frame, or none "
         "(features set to their means) when unknown; expect much larger errors there.",
         "- Holidays are US federal holidays for 1970-2099.",
+        f"- ONNX opset {opset}: {runtimes}. CPU variants with "
+        "a `tabxfer.block_rows` above 0 run large batches in blocks of that many rows (an ONNX `Loop`; "
+        "the same outputs, faster in cache).",
         "- Quantized variants keep the feature computation, embedding lookups and the last layer in float; "
         "their accuracy change is measured above on this machine's CPU. fp16 is meant for onnxruntime's "
         "CUDA provider; the providers each file was checked on are listed (`tabxfer.checked_providers`).",

@@ -85,6 +85,18 @@ def civil_from_days(days: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     return year, month, ordinal
 
 
+def cos64(x: Tensor) -> Tensor:
+    """float64 ``cos`` as ``sin(x + pi / 2)``: onnxruntime before 1.29 has no float64 ``Cos`` kernel (an
+    artifact with one failed to load in 1.20.1 and 1.28.0), while float64 ``Sin`` runs in 1.20 (checked).
+    The shift costs one rounding of ``x + pi / 2``: ~1e-16 relative.
+
+    >>> x = torch.linspace(-10, 10, 101, dtype=torch.float64)
+    >>> bool((cos64(x) - torch.cos(x)).abs().max() < 1e-14)
+    True
+    """
+    return torch.sin(x + math.pi / 2)
+
+
 def asin64(s: Tensor) -> Tensor:
     """float64 ``asin`` from ops onnxruntime runs in float64: float32 ``asin``, then one Newton step on
     ``sin(t) = s`` in float64 (error ~1e-7 -> ~1e-14 away from |s| = 1).
@@ -94,7 +106,7 @@ def asin64(s: Tensor) -> Tensor:
     True
     """
     t = torch.asin(s.float()).double()
-    return t - (torch.sin(t) - s) / torch.cos(t)
+    return t - (torch.sin(t) - s) / cos64(t)
 
 
 def take(table: Tensor, index: Tensor) -> Tensor:
@@ -216,7 +228,7 @@ class RawFeatures(nn.Module):
         nan = torch.full_like(pickup_lat, math.nan)
         lat0 = torch.where(known, c[:, 0], nan)
         lon0 = torch.where(known, c[:, 1], nan)
-        kx = KM_PER_DEG_LAT * torch.cos(torch.deg2rad(lat0))
+        kx = KM_PER_DEG_LAT * cos64(torch.deg2rad(lat0))
         px, py = (pickup_lon - lon0) * kx, (pickup_lat - lat0) * KM_PER_DEG_LAT
         dx, dy = (dropoff_lon - lon0) * kx, (dropoff_lat - lat0) * KM_PER_DEG_LAT
 
@@ -233,14 +245,11 @@ class RawFeatures(nn.Module):
         if cfg.distances:
             phi1, phi2 = torch.deg2rad(pickup_lat), torch.deg2rad(dropoff_lat)
             dlmb = torch.deg2rad(dropoff_lon - pickup_lon)
-            a = (
-                torch.sin((phi2 - phi1) / 2) ** 2
-                + torch.cos(phi1) * torch.cos(phi2) * torch.sin(dlmb / 2) ** 2
-            )
+            a = torch.sin((phi2 - phi1) / 2) ** 2 + cos64(phi1) * cos64(phi2) * torch.sin(dlmb / 2) ** 2
             cols["dist_km"] = 2 * EARTH_RADIUS_KM * asin64(torch.sqrt(a))
             cols["manhattan_km"] = (dx - px).abs() + (dy - py).abs()
-            by = torch.sin(dlmb) * torch.cos(phi2)
-            bx = torch.cos(phi1) * torch.sin(phi2) - torch.sin(phi1) * torch.cos(phi2) * torch.cos(dlmb)
+            by = torch.sin(dlmb) * cos64(phi2)
+            bx = cos64(phi1) * torch.sin(phi2) - torch.sin(phi1) * cos64(phi2) * cos64(dlmb)
             # sin and cos of atan2(by, bx) without the angle (onnxruntime has no float64 atan); atan2(0, 0)
             # is 0 in polars, so a zero-length trip has bearing (0, 1)
             h = torch.sqrt(by * by + bx * bx)
@@ -258,13 +267,13 @@ class RawFeatures(nn.Module):
             year_f = (ordinal - 1) / 365.25
             cols["hour_sin"], cols["hour_cos"] = (
                 torch.sin(hour_f * two_pi / 24),
-                torch.cos(hour_f * two_pi / 24),
+                cos64(hour_f * two_pi / 24),
             )
             cols["week_sin"], cols["week_cos"] = (
                 torch.sin(week_f * two_pi / 7),
-                torch.cos(week_f * two_pi / 7),
+                cos64(week_f * two_pi / 7),
             )
-            cols["year_sin"], cols["year_cos"] = torch.sin(year_f * two_pi), torch.cos(year_f * two_pi)
+            cols["year_sin"], cols["year_cos"] = torch.sin(year_f * two_pi), cos64(year_f * two_pi)
         for k, name in enumerate(self.numeric_inputs):
             cols[name] = numeric[:, k]
         if self.uses_context_flat:

@@ -34,7 +34,7 @@ from tabxfer.features.calendar import HOLIDAY_YEARS
 from tabxfer.features.spec import FeatureSpec
 from tabxfer.models.base import TabularModel
 
-OPSET = 23  # ONNX Attention (see ft_transformer.MultiheadAttention.attend)
+OPSET = 18  # models needing more say so (TabularModel.onnx_opset); see artifact.ONNXRUNTIME_NEEDED
 ML_OPSET = 3  # ai.onnx.ml: LabelEncoder with string keys
 COORDS = ("pickup_lat", "pickup_lon", "dropoff_lat", "dropoff_lon")
 OUTPUTS = ("duration_s", "log_duration")
@@ -264,6 +264,7 @@ def export_raw_graph(model: RawTripModel, spec: FeatureSpec, path: str | Path) -
     batch = torch.export.Dim("batch", min=1)
     shapes = tuple({0: batch} for _ in args)
     exporting = model.model.exporting() if isinstance(model.model, TabularModel) else contextlib.nullcontext()
+    opset = max(OPSET, getattr(model.model, "onnx_opset", 0))
     with warnings.catch_warnings(), torch.no_grad(), exporting:
         warnings.simplefilter("ignore")
         prog = torch.onnx.export(
@@ -273,7 +274,7 @@ def export_raw_graph(model: RawTripModel, spec: FeatureSpec, path: str | Path) -
             input_names=names,
             output_names=list(OUTPUTS),
             dynamic_shapes=shapes,
-            opset_version=OPSET,
+            opset_version=opset,
             optimize=True,
             verbose=False,
         )

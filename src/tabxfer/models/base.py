@@ -37,6 +37,7 @@ class TabularModel(nn.Module):
     backbone: nn.Module
     head: nn.Module | None
     d_backbone: int
+    onnx_opset: int = 0  # the ONNX opset its export (exporting()) needs at least; 0: the exporter's default
 
     def forward(self, x_num: Tensor, x_cat: Tensor) -> Tensor:
         h = self.backbone(self.embed(x_num, x_cat))

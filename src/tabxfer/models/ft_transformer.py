@@ -165,10 +165,13 @@ class MultiheadAttention(nn.Module):
         return x if self.W_out is None else self.W_out(x)
 
 
+ATTENTION_OPSET = 23  # the first with ONNX's Attention
+
+
 @contextlib.contextmanager
 def attention_nodes(model: nn.Module) -> Iterator[None]:
     """Inside: every :class:`MultiheadAttention` in ``model`` exports as one ONNX ``Attention`` node, which
-    needs opset 23 (tabxfer's exporter's; exports at older opsets, such as the TorchScript exporter's, get
+    needs opset ``ATTENTION_OPSET`` (outside, exports at any opset, such as the TorchScript exporter's, get
     ``scaled_dot_product_attention`` decomposed). Put back on exit."""
     attentions = [m for m in model.modules() if isinstance(m, MultiheadAttention)]
     before = [m.onnx_node for m in attentions]
@@ -268,6 +271,7 @@ class FTTransformer(TabularModel):
     """
 
     embed: FeatureTokenizer
+    onnx_opset = ATTENTION_OPSET  # exporting() emits ONNX Attention nodes
 
     def __init__(
         self,

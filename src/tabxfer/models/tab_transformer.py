@@ -40,7 +40,7 @@ from tabxfer.models.base import (
     mlp_layers,
     widen_linear,
 )
-from tabxfer.models.ft_transformer import MultiheadAttention, attention_nodes, check_dropout
+from tabxfer.models.ft_transformer import ATTENTION_OPSET, MultiheadAttention, attention_nodes, check_dropout
 
 
 class TabTransformerEmbed(nn.Module):
@@ -222,6 +222,7 @@ class TabTransformer(TabularModel):
     """
 
     embed: TabTransformerEmbed
+    onnx_opset = ATTENTION_OPSET  # exporting() emits ONNX Attention nodes
     backbone: TabTransformerBackbone
 
     def __init__(
