@@ -150,7 +150,7 @@ def elu_then(linear: nn.Module, x: Tensor) -> Tensor:
     """``linear(elu(x))``. Exported to ONNX as ``linear(relu(x) + exp(min(x, 0))) - linear.weight @ 1``, the
     ``-1`` of ``elu = relu(x) + exp(min(x, 0)) - 1`` moved into the bias: onnxruntime's ``Elu`` kernel is
     scalar (4.4 ms on a ``(4096 * 24, 64)`` tensor where ``Relu``, ``Clip``, ``Exp`` and ``Add`` take
-    2.1 ms together)."""
+    2.1 ms together; the int8 TFT-with-context graph at batch 4096: 19.9 k -> 21.1 k rows/s)."""
     if torch.onnx.is_in_onnx_export() and isinstance(linear, nn.Linear) and linear.bias is not None:
         bias = linear.bias - linear.weight.sum(1)
         return F.linear(F.relu(x) + torch.exp(x.clamp(max=0.0)), linear.weight, bias)
@@ -172,7 +172,7 @@ class GateAddNorm(nn.Module):
         self.norm = GroupedLayerNorm(n_groups, d_out) if n_groups else nn.LayerNorm(d_out)
 
     def forward(self, x: Tensor, skip: Tensor) -> Tensor:
-        if torch.onnx.is_in_onnx_export() and isinstance(self.fc, nn.Linear):
+        if torch.onnx.is_in_onnx_export() and not self.training and isinstance(self.fc, nn.Linear):
             return self.norm(skip + self._glu_two_matmuls(x))
         return self.norm(skip + F.glu(self.fc(self.dropout(x)), dim=-1))  # GLU: (W4 x) * sigmoid(W5 x)
 
