@@ -156,9 +156,9 @@ def test_onnx_export_matches_onnxruntime(name: str, tmp_path: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("name", MODELS)
 def test_onnx_export_as_tabxfer_exports_uses_attention_nodes(name: str) -> None:
-    """Inside ``exporting()`` at opset 23 (tabxfer's export), each block's attention is one ONNX
-    ``Attention`` node with the model's outputs at another batch size; the switch is put back on exit, also
-    when the export raises."""
+    """Inside ``exporting()`` at the model's ``onnx_opset`` (23, as tabxfer exports), each block's attention
+    is one ONNX ``Attention`` node with the model's outputs at another batch size; the switch is put back on
+    exit, also when the export raises."""
     ort = pytest.importorskip("onnxruntime")
     onnx = pytest.importorskip("onnx")
     model = build(name).eval()
@@ -172,7 +172,7 @@ def test_onnx_export_as_tabxfer_exports_uses_attention_nodes(name: str) -> None:
             model,
             make_inputs(4),
             dynamo=True,
-            opset_version=23,
+            opset_version=model.onnx_opset,
             input_names=["x_num", "x_cat"],
             output_names=["y"],
             dynamic_shapes=({0: batch}, {0: batch}),
