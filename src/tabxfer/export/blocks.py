@@ -17,6 +17,8 @@ decides from the per-row tensor sizes that shape inference finds.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
@@ -87,12 +89,7 @@ def in_row_blocks(model: onnx.ModelProto, rows: int) -> onnx.ModelProto:
         helper.make_node("Slice", [name, p + "start", p + "end", p + "axis0"], [block])
         for name, block in sliced.items()
     ]
-    for n in g.node:
-        copy = onnx.NodeProto()
-        copy.CopyFrom(n)
-        for k, x in enumerate(copy.input):
-            copy.input[k] = sliced.get(x, x)
-        nodes.append(copy)
+    nodes += _renamed(g.node, sliced)
     body_in = [
         helper.make_tensor_value_info(p + "i", TensorProto.INT64, []),
         helper.make_tensor_value_info(p + "cond", TensorProto.BOOL, []),
@@ -141,6 +138,7 @@ def in_row_blocks(model: onnx.ModelProto, rows: int) -> onnx.ModelProto:
 
 
 def is_blocked(model: onnx.ModelProto) -> bool:
+    """Whether ``model`` is a graph :func:`in_row_blocks` wrapped."""
     nodes = model.graph.node
     return len(nodes) > 0 and nodes[-1].op_type == "Loop" and nodes[-1].input[0].startswith(_PREFIX)
 
@@ -152,18 +150,23 @@ def whole(model: onnx.ModelProto) -> onnx.ModelProto:
         return model
     body = next(a.g for a in model.graph.node[-1].attribute if a.name == "body")
     original = {f"{_PREFIX}{i.name}": i.name for i in model.graph.input}
-    nodes = []
-    for n in body.node:
-        if any(o.startswith(_PREFIX) for o in n.output):
-            continue  # the block plumbing: slices, indices, concatenation
-        copy = onnx.NodeProto()
-        copy.CopyFrom(n)
-        for k, x in enumerate(copy.input):
-            copy.input[k] = original.get(x, x)
-        nodes.append(copy)
+    # without the block plumbing (slices, indices, concatenation: every output of it is prefixed)
+    nodes = _renamed([n for n in body.node if not any(o.startswith(_PREFIX) for o in n.output)], original)
     inits = [t for t in body.initializer if not t.name.startswith(_PREFIX)]
     g = model.graph
     return _like(model, helper.make_graph(nodes, g.name, list(g.input), list(g.output), inits))
+
+
+def _renamed(nodes: Iterable[onnx.NodeProto], names: Mapping[str, str]) -> list[onnx.NodeProto]:
+    """Copies of ``nodes`` reading input ``names[x]`` in place of each ``x`` in ``names``."""
+    out = []
+    for n in nodes:
+        copy = onnx.NodeProto()
+        copy.CopyFrom(n)
+        for k, x in enumerate(copy.input):
+            copy.input[k] = names.get(x, x)
+        out.append(copy)
+    return out
 
 
 def _like(model: onnx.ModelProto, graph: onnx.GraphProto) -> onnx.ModelProto:
