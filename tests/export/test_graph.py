@@ -130,3 +130,64 @@ def test_serve_refuses_a_provider_it_did_not_get(tmp_path, data):
     else:  # onnxruntime-gpu lists CUDA here but would run on the CPU: no claim
         with pytest.raises(RuntimeError, match="not claiming"):
             serve.session(tmp_path / "m.onnx", "cuda")
+
+
+def test_fold_layout_constants_turns_reordered_weights_into_initializers():
+    """An LSTM-like weight reorder (Slice + Concat + Unsqueeze of a parameter) becomes one initializer with
+    the same values; the parameter it came from goes, an initializer read only inside an ``If`` stays."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from tabxfer.export.onnx_graph import fold_layout_constants
+
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(4, 3)).astype(np.float32)
+    inits = [
+        numpy_helper.from_array(w, "w"),
+        numpy_helper.from_array(np.array([0], np.int64), "s0"),
+        numpy_helper.from_array(np.array([2], np.int64), "s2"),
+        numpy_helper.from_array(np.array([4], np.int64), "s4"),
+        numpy_helper.from_array(np.float32(2.0).reshape(()), "two"),
+        numpy_helper.from_array(np.float32(0.5).reshape(()), "half"),  # read only inside the If
+    ]
+    branch = helper.make_graph(
+        [helper.make_node("Mul", ["y", "half"], ["z"])],
+        "b",
+        [],
+        [helper.make_tensor_value_info("z", TensorProto.FLOAT, ["b", 4])],
+    )
+    nodes = [
+        helper.make_node("Slice", ["w", "s0", "s2"], ["lo"]),
+        helper.make_node("Slice", ["w", "s2", "s4"], ["hi"]),
+        helper.make_node("Concat", ["hi", "lo"], ["swapped"], axis=0),  # (4, 3), halves swapped
+        helper.make_node("Transpose", ["swapped"], ["wt"], perm=[1, 0]),  # (3, 4)
+        helper.make_node("MatMul", ["x", "wt"], ["y"]),
+        helper.make_node("ReduceSum", ["y"], ["total"], keepdims=0),
+        helper.make_node("Greater", ["total", "two"], ["big"]),
+        helper.make_node("If", ["big"], ["out"], then_branch=branch, else_branch=branch),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", 3])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["b", 4])],
+        inits,
+    )
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=8)
+    x = rng.normal(size=(5, 3)).astype(np.float32)
+
+    def run(m):
+        return ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(
+            None, {"x": x}
+        )[0]
+
+    before = run(proto)
+    assert fold_layout_constants(proto) == 4  # both Slices, the Concat, the Transpose
+    onnx.checker.check_model(proto, full_check=True)
+    assert [n.op_type for n in proto.graph.node] == ["MatMul", "ReduceSum", "Greater", "If"]
+    names = {i.name for i in proto.graph.initializer}
+    assert names == {"wt", "two", "half"}  # w and the slice bounds are no longer read
+    wt = next(i for i in proto.graph.initializer if i.name == "wt")
+    np.testing.assert_array_equal(numpy_helper.to_array(wt), np.concatenate([w[2:], w[:2]]).T)
+    np.testing.assert_array_equal(run(proto), before)

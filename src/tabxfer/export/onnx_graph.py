@@ -25,7 +25,8 @@ from typing import Any
 
 import onnx
 import torch
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
+from onnx.reference import ReferenceEvaluator
 from torch import Tensor, nn
 
 from tabxfer.data.quality import Validation
@@ -281,9 +282,52 @@ def export_raw_graph(model: RawTripModel, spec: FeatureSpec, path: str | Path) -
     assert prog is not None
     proto = prog.model_proto
     _raw_field_inputs(proto, f, spec, context_hours=f.cfg.context_hours if model.needs_context else None)
+    fold_layout_constants(proto)
     onnx.checker.check_model(proto, full_check=True)
     onnx.save(proto, str(path))
     return proto
+
+
+# ops that only move or reshape values: folding them changes no number
+LAYOUT_OPS = ("Slice", "Concat", "Unsqueeze", "Squeeze", "Reshape", "Transpose", "Identity")
+
+
+def fold_layout_constants(proto: onnx.ModelProto) -> int:
+    """Replace layout ops (:data:`LAYOUT_OPS`) whose inputs are all constants by initializers, in place;
+    returns the number of nodes folded. The exporter's own folding leaves large tensors alone, so an LSTM's
+    ``W``/``R`` arrive as ``Unsqueeze(Concat(Slice(weight)))`` (PyTorch's gate order ifgo to ONNX's iofc):
+    onnxruntime folds them when a session starts, but its quantizer only quantizes weights that are
+    initializers, and would leave the LSTM in float."""
+    g = proto.graph
+    const = {i.name: numpy_helper.to_array(i) for i in g.initializer}
+    folded: list[onnx.NodeProto] = []
+    for node in g.node:
+        if node.op_type == "Constant" and not node.attribute[0].ref_attr_name:
+            const[node.output[0]] = numpy_helper.to_array(helper.get_attribute_value(node.attribute[0]))
+        elif node.op_type in LAYOUT_OPS and all(i in const for i in node.input if i):
+            outs = ReferenceEvaluator(node).run(None, {i: const[i] for i in node.input if i})
+            for name, value in zip(node.output, outs, strict=True):
+                const[name] = value
+                g.initializer.append(numpy_helper.from_array(value, name))
+            folded.append(node)
+    for node in folded:
+        g.node.remove(node)
+    used = _names_read(g)
+    keep = [i for i in g.initializer if i.name in used]
+    del g.initializer[:]
+    g.initializer.extend(keep)
+    return len(folded)
+
+
+def _names_read(g: onnx.GraphProto) -> set[str]:
+    """Every tensor name that a node of ``g`` or of its subgraphs (``If``/``Loop`` bodies) reads."""
+    out = {o.name for o in g.output}
+    for n in g.node:
+        out.update(n.input)
+        for a in n.attribute:
+            for sub in (a.g, *a.graphs):
+                out |= _names_read(sub)
+    return out
 
 
 def _raw_field_inputs(

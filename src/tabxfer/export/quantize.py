@@ -1,8 +1,8 @@
 """Quantized variants of an exported fp32 graph (onnxruntime's tools), with the float islands that keep
 accuracy.
 
-* ``dynamic-int8``: weights of every ``MatMul``/``Gemm`` with a constant weight in int8, activations
-  quantized on the fly (CPU).
+* ``dynamic-int8``: weights of every ``MatMul``/``Gemm`` with a constant weight, and of TFT's LSTMs
+  (``DynamicQuantizeLSTM``), in int8, activations quantized on the fly (CPU).
 * ``static-int8``: QDQ, uint8 activations calibrated on training rows (min/max), int8 per-channel
   weights (CPU).
 * ``fp16``: every float32 tensor in float16 except inputs/outputs, normalizations, softmax and the
@@ -140,7 +140,7 @@ def quantize(
             quantize_dynamic(
                 str(src),
                 str(dst),
-                op_types_to_quantize=["MatMul", "Gemm"],
+                op_types_to_quantize=["MatMul", "Gemm", "LSTM"],
                 weight_type=QuantType.QInt8,
                 per_channel=False,
                 # the dynamic quantizer first splits each Gemm into "<name>_MatMul" + Add and matches the
