@@ -26,9 +26,11 @@ configure it (or with jemalloc/tcmalloc); onnxruntime keeps its intermediates in
 Latency: batch 1, ``--latency-runs`` calls after a warm-up, p50 and p99. Throughput: batch 4096, in
 ``--rounds`` rounds where the runtimes take turns (``--throughput-runs`` calls each, the median kept); the
 fastest round's rows/s is reported, every round's is in the JSON. The speed-ups ("x torch") are medians
-over the rounds of the ratio within a round: this machine's speed drifts by 20% over minutes, and a ratio
-of two runtimes timed seconds apart is steadier than one of their fastest rounds. Threads: ``--threads`` for torch and
-onnxruntime alike.
+over the rounds of the ratio within a round, with the 25th-75th percentile range of those ratios ("IQR"):
+this shared machine runs in spells (the same graph at ~140 ms or ~190 ms per call for seconds at a time,
+torch too), and a ratio of two runtimes timed within a second of each other is steadier than one of their
+fastest rounds; many short rounds (15 of 5 calls) put more of them into the median than a few long ones.
+Threads: ``--threads`` for torch and onnxruntime alike.
 
     python scripts/bench_inference.py                        # every model on nyc_kaggle (synthetic if absent)
     python scripts/bench_inference.py --models mlp,tabnet --train-rows 20000 --epochs 3
@@ -74,6 +76,7 @@ MODELS = ["mlp", "wide_deep", "tabnet", "tab_transformer", "ft_transformer", "tf
 CONFIG = {"tft_context": "tft"}
 EXTRA = {"tft": ["data.features.context=false"]}
 ONNX_VARIANTS = ("none", "dynamic-int8", "static-int8")
+SETTLE = 0.05  # seconds between runtimes: onnxruntime's worker threads spin a little after each call
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -87,8 +90,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rows", type=int, default=20_000, help="held-out rows for the accuracy check")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--latency-runs", type=int, default=300)
-    p.add_argument("--throughput-runs", type=int, default=15, help="calls per round (its median is kept)")
-    p.add_argument("--rounds", type=int, default=5, help="throughput rounds, the runtimes taking turns")
+    p.add_argument("--throughput-runs", type=int, default=5, help="calls per round (its median is kept)")
+    p.add_argument("--rounds", type=int, default=15, help="throughput rounds, the runtimes taking turns")
     p.add_argument("--out", default=str(ROOT / "bench_results" / "inference"))
     p.add_argument("--checkpoint", action="append", default=[], metavar="MODEL=PATH", help="skip training")
     p.add_argument(
@@ -191,13 +194,13 @@ def bench_model(model: str, ckpt: str, args: argparse.Namespace, out: Path) -> d
     with torch.inference_mode():
         for name, (small, _) in calls.items():
             lat[name] = timings(small, args.latency_runs)
-            time.sleep(0.2)  # let onnxruntime's spinning worker threads go idle before the next runtime
+            time.sleep(SETTLE)
         # Throughput in --rounds rounds, the runtimes taking turns, each round's median kept: a slow spell
         # of this shared machine then hits every runtime alike, not only the one timed during it.
         for _ in range(args.rounds):
             for name, (_, big) in calls.items():
-                thr[name].append(float(np.median(timings(big, args.throughput_runs, warmup=3))))
-                time.sleep(0.2)
+                thr[name].append(float(np.median(timings(big, args.throughput_runs, warmup=2))))
+                time.sleep(SETTLE)
     for name in calls:
         extra: dict[str, Any] = {
             "bytes": None,
@@ -215,12 +218,19 @@ def bench_model(model: str, ckpt: str, args: argparse.Namespace, out: Path) -> d
         res[name] = summary(lat[name], thr[name], n) | extra
         for base in ("torch_eager_fp32", "torch_eager_raw_fp32"):
             res[name][f"x_{base}"] = speedup(thr[name], thr[base])
+        res[name]["x_torch_eager_fp32_iqr"] = speedup_iqr(thr[name], thr["torch_eager_fp32"])
     return res
 
 
 def speedup(seconds: list[float], base_seconds: list[float]) -> float:
     """Median over the rounds of ``base / seconds``: the speed-up within each round (see the docstring)."""
     return float(np.median([b / t for t, b in zip(seconds, base_seconds, strict=True)]))
+
+
+def speedup_iqr(seconds: list[float], base_seconds: list[float]) -> list[float]:
+    """25th and 75th percentiles over the rounds of the speed-up within a round: how much it varied."""
+    ratios = [b / t for t, b in zip(seconds, base_seconds, strict=True)]
+    return [float(np.percentile(ratios, 25)), float(np.percentile(ratios, 75))]
 
 
 def summary(lat: np.ndarray, round_medians: list[float], n: int) -> dict[str, Any]:
@@ -272,17 +282,18 @@ def print_table(results: list[dict[str, Any]]) -> None:
     cols += [f"onnx_{m}" for m in ONNX_VARIANTS]
     print(
         f"\n{'model':16} {'runtime':23} {'KiB':>7} {'RMSLE chg':>9} {'blocks':>6} {'p50 ms':>7} {'p99 ms':>7} "
-        f"{'rows/s@4096':>12} {'x torch':>7} {'x raw torch':>11}"
+        f"{'rows/s@4096':>12} {'x torch':>7} {'(IQR)':>11} {'x raw torch':>11}"
     )
     for r in results:
         for c in [c for c in cols if c in r]:
             v = r[c]
             kib = f"{v['bytes'] / 1024:.0f}" if v["bytes"] else "-"
+            lo, hi = v["x_torch_eager_fp32_iqr"]
             print(
                 f"{r['model']:16} {c:23} {kib:>7} {v['rmsle_delta']:>+9.4f} {v.get('block_rows') or '-':>6} "
                 f"{v['p50_ms_b1']:>7.3f} "
                 f"{v['p99_ms_b1']:>7.3f} {v['rows_per_s_b4096']:>12,.0f} {v['x_torch_eager_fp32']:>7.2f} "
-                f"{v['x_torch_eager_raw_fp32']:>11.2f}"
+                f"{f'{lo:.2f}-{hi:.2f}':>11} {v['x_torch_eager_raw_fp32']:>11.2f}"
             )
 
 

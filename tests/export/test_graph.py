@@ -133,8 +133,9 @@ def test_serve_refuses_a_provider_it_did_not_get(tmp_path, data):
 
 
 def test_fold_layout_constants_turns_reordered_weights_into_initializers():
-    """An LSTM-like weight reorder (Slice + Concat + Unsqueeze of a parameter) becomes one initializer with
-    the same values; the parameter it came from goes, an initializer read only inside an ``If`` stays."""
+    """A weight reorder like the LSTM's (Slices + Concat + Transpose of a parameter, one bound a Constant
+    node) becomes one initializer with the same values; the parameter and the Constant go, an initializer
+    read only inside an ``If`` stays."""
     import onnx
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
@@ -147,7 +148,6 @@ def test_fold_layout_constants_turns_reordered_weights_into_initializers():
         numpy_helper.from_array(w, "w"),
         numpy_helper.from_array(np.array([0], np.int64), "s0"),
         numpy_helper.from_array(np.array([2], np.int64), "s2"),
-        numpy_helper.from_array(np.array([4], np.int64), "s4"),
         numpy_helper.from_array(np.float32(2.0).reshape(()), "two"),
         numpy_helper.from_array(np.float32(0.5).reshape(()), "half"),  # read only inside the If
     ]
@@ -158,6 +158,7 @@ def test_fold_layout_constants_turns_reordered_weights_into_initializers():
         [helper.make_tensor_value_info("z", TensorProto.FLOAT, ["b", 4])],
     )
     nodes = [
+        helper.make_node("Constant", [], ["s4"], value=numpy_helper.from_array(np.array([4], np.int64))),
         helper.make_node("Slice", ["w", "s0", "s2"], ["lo"]),
         helper.make_node("Slice", ["w", "s2", "s4"], ["hi"]),
         helper.make_node("Concat", ["hi", "lo"], ["swapped"], axis=0),  # (4, 3), halves swapped

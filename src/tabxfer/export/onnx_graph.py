@@ -302,8 +302,8 @@ def fold_layout_constants(proto: onnx.ModelProto) -> int:
     const = {i.name: numpy_helper.to_array(i) for i in g.initializer}
     folded: list[onnx.NodeProto] = []
     for node in g.node:
-        if node.op_type == "Constant" and not node.attribute[0].ref_attr_name:
-            const[node.output[0]] = numpy_helper.to_array(helper.get_attribute_value(node.attribute[0]))
+        if node.op_type == "Constant" and node.attribute[0].name == "value":  # (value_ints etc.: not folded)
+            const[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
         elif node.op_type in LAYOUT_OPS and all(i in const for i in node.input if i):
             outs = ReferenceEvaluator(node).run(None, {i: const[i] for i in node.input if i})
             for name, value in zip(node.output, outs, strict=True):
@@ -313,6 +313,8 @@ def fold_layout_constants(proto: onnx.ModelProto) -> int:
     for node in folded:
         g.node.remove(node)
     used = _names_read(g)
+    for node in [n for n in g.node if n.op_type == "Constant" and n.output[0] not in used]:
+        g.node.remove(node)  # read only by what was folded
     keep = [i for i in g.initializer if i.name in used]
     del g.initializer[:]
     g.initializer.extend(keep)
