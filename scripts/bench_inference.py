@@ -32,8 +32,16 @@ torch too), and a ratio of two runtimes timed within a second of each other is s
 fastest rounds; many short rounds (15 of 5 calls) put more of them into the median than a few long ones.
 Threads: ``--threads`` for torch and onnxruntime alike.
 
+GPU (``--device cuda``): per model, torch eager fp32 and bf16 (autocast) on ready features on the GPU, and
+the fp16 artifact on onnxruntime's CUDA provider from raw fields (numpy inputs on the host, so its figure
+includes the copies a serving process pays), at batch 4096 and 65536 (the held-out rows repeated), rows/s;
+the fp16 graph's outputs on CUDA are compared with its CPU run on the held-out rows, and a session that
+onnxruntime would quietly run on the CPU is refused (``serve.session``). Results go to
+``bench_inference_gpu.json``; without a CUDA device the script says so and exits 2.
+
     python scripts/bench_inference.py                        # every model on nyc_kaggle (synthetic if absent)
     python scripts/bench_inference.py --models mlp,tabnet --train-rows 20000 --epochs 3
+    python scripts/bench_inference.py --device cuda --checkpoint mlp=... --checkpoint ...   # on a GPU
 """
 
 from __future__ import annotations
@@ -96,6 +104,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--checkpoint", action="append", default=[], metavar="MODEL=PATH", help="skip training")
     p.add_argument(
         "--default-allocator", action="store_true", help="keep glibc malloc's defaults (see the docstring)"
+    )
+    p.add_argument(
+        "--device", choices=["cpu", "cuda"], default="cpu", help="cuda: the GPU figures (see the docstring)"
     )
     p.add_argument(
         "--block-rows",
@@ -222,6 +233,113 @@ def bench_model(model: str, ckpt: str, args: argparse.Namespace, out: Path) -> d
     return res
 
 
+GPU_BATCHES = (4096, 65536)
+
+
+def bench_model_gpu(
+    model: str, ckpt: str, args: argparse.Namespace, out: Path, device: str = "cuda"
+) -> dict[str, Any]:
+    """GPU throughput of one model (see the docstring): ``{runtime: {batch: rows/s of the fastest round}}``
+    plus every round's figure. ``device="cpu"`` runs the same code on the CPU (the tests do; the figures
+    then mean nothing)."""
+    provider = "cuda" if device.startswith("cuda") else "cpu"
+    art = out / "artifacts_gpu" / model
+    # verified on the CPU as every export is (fp32 within 1e-4 of torch; the fp16 RMSLE change measured)
+    rep = export_checkpoint(ckpt, art, quantize="fp16", rows=args.rows)
+    fp16 = rep["variants"]["fp16"]
+    module = load(ckpt).eval().to(device)
+    spec = FeatureSpec.from_dict(module.hparams["spec"])
+    reads = context_hours(module)
+    rows = held_out(module.hparams["meta"]["config"], {"test": 4096}, seed=1, spec=spec if reads else None)[
+        "test"
+    ]
+    arr = pipeline.to_arrays(pipeline.transform(rows.lazy(), spec).collect(), spec)
+    xs = [torch.from_numpy(arr["x_num"]), torch.from_numpy(arr["x_cat"]).long()]
+    if reads:
+        xs.append(torch.from_numpy(context_array(rows)))
+    schema = raw_inputs(RawFeatures(spec), reads or None)
+    feeds = serve.feed([i.to_dict() for i in schema], raw_columns(rows, schema))
+    sess = serve.session(art / fp16["file"], provider)
+    on_cpu = serve.session(art / fp16["file"], "cpu").run(["log_duration"], feeds)[0]
+    kind = torch.device(device).type
+
+    def synced(fn: Any) -> Any:
+        def call() -> None:
+            fn()
+            if kind == "cuda":
+                torch.cuda.synchronize()
+
+        return call
+
+    res: dict[str, Any] = {
+        "model": model,
+        "checkpoint": ckpt,
+        "device": torch.cuda.get_device_name(device) if kind == "cuda" else "cpu",
+        "fp16_rmsle_delta": fp16["rmsle_delta"],
+        "onnx_fp16_session_providers": sess.get_providers(),
+        # the same fp16 graph on this provider against the CPU provider, held-out rows, log-duration
+        "onnx_fp16_max_abs_diff_log_vs_cpu": float(
+            np.abs(sess.run(["log_duration"], feeds)[0] - on_cpu).max()
+        ),
+    }
+    with torch.inference_mode():
+        for b in GPU_BATCHES:
+            idx = np.arange(b) % rows.height  # the held-out rows, repeated
+            xb = [x[torch.from_numpy(idx)].to(device) for x in xs]
+            fb = {k: v[idx] for k, v in feeds.items()}
+
+            def bf16(xb: list[torch.Tensor] = xb) -> Any:
+                with torch.autocast(device_type=kind, dtype=torch.bfloat16):
+                    return module(*xb)
+
+            calls = {
+                "torch_eager_fp32": synced(lambda xb=xb: module(*xb)),
+                "torch_eager_bf16": synced(bf16),
+                "onnx_fp16": synced(lambda fb=fb: sess.run(["log_duration"], fb)),
+            }
+            rounds: dict[str, list[float]] = {name: [] for name in calls}
+            for _ in range(args.rounds):
+                for name, call in calls.items():
+                    rounds[name].append(float(np.median(timings(call, args.throughput_runs, warmup=2))))
+            for name, t in rounds.items():
+                res.setdefault(name, {})[str(b)] = {
+                    "rows_per_s": float(b / min(t)),
+                    "rows_per_s_rounds": [float(b / x) for x in t],
+                }
+    return res
+
+
+def main_gpu(args: argparse.Namespace, given: dict[str, str], data: str, out: Path) -> int:
+    """``--device cuda``: :func:`bench_model_gpu` for every model, a table and ``bench_inference_gpu.json``."""
+    if not torch.cuda.is_available():
+        print("bench_inference --device cuda: torch sees no CUDA device here; nothing timed", file=sys.stderr)
+        return 2
+    results = []
+    for model in [m for m in args.models.split(",") if m]:
+        ckpt = given.get(model) or train(model, data, args, out / "runs" / model)
+        try:
+            results.append(bench_model_gpu(model, ckpt, args, out))
+        except RuntimeError as e:  # serve.session: onnxruntime would not run the fp16 graph on CUDA
+            print(f"bench_inference --device cuda: {model}: {e}", file=sys.stderr)
+            return 2
+        print(f"\n{'model':16} {'runtime':18} {'batch':>6} {'rows/s':>14}")
+        for r in results:
+            for name in ("torch_eager_fp32", "torch_eager_bf16", "onnx_fp16"):
+                for b, v in r[name].items():
+                    print(f"{r['model']:16} {name:18} {b:>6} {v['rows_per_s']:>14,.0f}")
+        payload = {
+            "data": data,
+            "versions": {"torch": torch.__version__, "onnxruntime": serve.ort.__version__},
+            "args": vars(args),
+            "results": results,
+        }
+        tmp = out / "bench_inference_gpu.json.tmp"
+        tmp.write_text(json.dumps(payload, indent=1))
+        os.replace(tmp, out / "bench_inference_gpu.json")
+    print(f"wrote {out / 'bench_inference_gpu.json'}")
+    return 0
+
+
 def speedup(seconds: list[float], base_seconds: list[float]) -> float:
     """Median over the rounds of ``base / seconds``: the speed-up within each round (see the docstring)."""
     return float(np.median([b / t for t, b in zip(seconds, base_seconds, strict=True)]))
@@ -256,6 +374,8 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     given = dict(c.split("=", 1) for c in args.checkpoint)
+    if args.device == "cuda":
+        return main_gpu(args, given, data, out)
     results = []
     for model in [m for m in args.models.split(",") if m]:
         t0 = time.perf_counter()
