@@ -145,6 +145,22 @@ def timings(fn: Any, runs: int, warmup: int = 20) -> np.ndarray:
     return t
 
 
+def timed_rows(module: Any, n: int = 4096) -> tuple[Any, list[torch.Tensor], dict[str, np.ndarray]]:
+    """``n`` held-out rows of the checkpoint's data: the rows, the torch model's inputs (the polars
+    pipeline's features, plus the hourly context if it reads one) and the graph's raw-field feeds."""
+    spec = FeatureSpec.from_dict(module.hparams["spec"])
+    reads = context_hours(module)
+    rows = held_out(module.hparams["meta"]["config"], {"test": n}, seed=1, spec=spec if reads else None)[
+        "test"
+    ]
+    arr = pipeline.to_arrays(pipeline.transform(rows.lazy(), spec).collect(), spec)
+    xs = [torch.from_numpy(arr["x_num"]), torch.from_numpy(arr["x_cat"]).long()]
+    if reads:
+        xs.append(torch.from_numpy(context_array(rows)))
+    schema = raw_inputs(RawFeatures(spec), reads or None)
+    return rows, xs, serve.feed([i.to_dict() for i in schema], raw_columns(rows, schema))
+
+
 def bench_model(model: str, ckpt: str, args: argparse.Namespace, out: Path) -> dict[str, Any]:
     art = out / "artifacts" / model
     rep = export_checkpoint(
@@ -152,18 +168,8 @@ def bench_model(model: str, ckpt: str, args: argparse.Namespace, out: Path) -> d
     )
     block = int(rep["variants"]["none"]["block_rows"])
     module = load(ckpt).eval()
-    spec = FeatureSpec.from_dict(module.hparams["spec"])
-    reads = context_hours(module)
-    rows = held_out(module.hparams["meta"]["config"], {"test": 4096}, seed=1, spec=spec if reads else None)[
-        "test"
-    ]
+    rows, xs, feeds = timed_rows(module)
     n = rows.height
-    arr = pipeline.to_arrays(pipeline.transform(rows.lazy(), spec).collect(), spec)
-    xs = [torch.from_numpy(arr["x_num"]), torch.from_numpy(arr["x_cat"]).long()]
-    if reads:
-        xs.append(torch.from_numpy(context_array(rows)))
-    schema = raw_inputs(RawFeatures(spec), reads or None)
-    feeds = serve.feed([i.to_dict() for i in schema], raw_columns(rows, schema))
 
     res: dict[str, Any] = {
         "model": model,
@@ -248,17 +254,7 @@ def bench_model_gpu(
     rep = export_checkpoint(ckpt, art, quantize="fp16", rows=args.rows)
     fp16 = rep["variants"]["fp16"]
     module = load(ckpt).eval().to(device)
-    spec = FeatureSpec.from_dict(module.hparams["spec"])
-    reads = context_hours(module)
-    rows = held_out(module.hparams["meta"]["config"], {"test": 4096}, seed=1, spec=spec if reads else None)[
-        "test"
-    ]
-    arr = pipeline.to_arrays(pipeline.transform(rows.lazy(), spec).collect(), spec)
-    xs = [torch.from_numpy(arr["x_num"]), torch.from_numpy(arr["x_cat"]).long()]
-    if reads:
-        xs.append(torch.from_numpy(context_array(rows)))
-    schema = raw_inputs(RawFeatures(spec), reads or None)
-    feeds = serve.feed([i.to_dict() for i in schema], raw_columns(rows, schema))
+    rows, xs, feeds = timed_rows(module)
     sess = serve.session(art / fp16["file"], provider)
     on_cpu = serve.session(art / fp16["file"], "cpu").run(["log_duration"], feeds)[0]
     kind = torch.device(device).type
@@ -327,17 +323,25 @@ def main_gpu(args: argparse.Namespace, given: dict[str, str], data: str, out: Pa
             for name in ("torch_eager_fp32", "torch_eager_bf16", "onnx_fp16"):
                 for b, v in r[name].items():
                     print(f"{r['model']:16} {name:18} {b:>6} {v['rows_per_s']:>14,.0f}")
-        payload = {
-            "data": data,
-            "versions": {"torch": torch.__version__, "onnxruntime": serve.ort.__version__},
-            "args": vars(args),
-            "results": results,
-        }
-        tmp = out / "bench_inference_gpu.json.tmp"
-        tmp.write_text(json.dumps(payload, indent=1))
-        os.replace(tmp, out / "bench_inference_gpu.json")
+        save(out / "bench_inference_gpu.json", data, args, results)
     print(f"wrote {out / 'bench_inference_gpu.json'}")
     return 0
+
+
+def save(
+    path: Path, data: str, args: argparse.Namespace, results: list[dict[str, Any]], **extra: Any
+) -> None:
+    """The results so far as JSON, written atomically (after every model: a stopped run keeps them)."""
+    payload = {
+        "data": data,
+        **extra,
+        "versions": {"torch": torch.__version__, "onnxruntime": serve.ort.__version__},
+        "args": vars(args),
+        "results": results,
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=1))
+    os.replace(tmp, path)
 
 
 def speedup(seconds: list[float], base_seconds: list[float]) -> float:
@@ -382,17 +386,14 @@ def main(argv: list[str] | None = None) -> int:
         ckpt = given.get(model) or train(model, data, args, out / "runs" / model)
         results.append(bench_model(model, ckpt, args, out) | {"seconds": time.perf_counter() - t0})
         print_table(results)
-        payload = {
-            "data": data,
-            "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "threads": args.threads},
-            "glibc_tunables": os.environ.get("GLIBC_TUNABLES"),
-            "versions": {"torch": torch.__version__, "onnxruntime": serve.ort.__version__},
-            "args": vars(args),
-            "results": results,
-        }
-        tmp = out / "bench_inference.json.tmp"
-        tmp.write_text(json.dumps(payload, indent=1))
-        os.replace(tmp, out / "bench_inference.json")
+        save(
+            out / "bench_inference.json",
+            data,
+            args,
+            results,
+            machine={"platform": platform.platform(), "cpus": os.cpu_count(), "threads": args.threads},
+            glibc_tunables=os.environ.get("GLIBC_TUNABLES"),
+        )
     print(f"wrote {out / 'bench_inference.json'}")
     return 0
 
