@@ -424,14 +424,13 @@ def export_checkpoint(
         }
         for mode in modes:
             path = tmp / file_name(mode)
-            notes: dict[str, Any] = {}
-            if mode != "none":
-                notes = q.quantize(base, path, mode, calibration=calib_feeds)
-            else:
+            notes = {} if mode == "none" else q.quantize(base, path, mode, calibration=calib_feeds)
+            notes["block_rows"] = rows = rows_per_block if mode in BLOCKED else 0
+            if rows:  # the fp32 graph is in memory already; a quantized one is read back
+                graph = whole if mode == "none" else onnx.load(str(path))
+                onnx.save(blocks.in_row_blocks(graph, rows), str(path))
+            elif mode == "none":
                 shutil.copyfile(base, path)
-            notes["block_rows"] = rows_per_block if mode in BLOCKED and rows_per_block else 0
-            if notes["block_rows"]:
-                onnx.save(blocks.in_row_blocks(onnx.load(str(path)), notes["block_rows"]), str(path))
             pred, providers = _run(path, feeds, 4096, provider)
             diff = np.abs(pred - ref)
             small = {

@@ -184,6 +184,18 @@ def attention_nodes(model: nn.Module) -> Iterator[None]:
             m.onnx_node = b
 
 
+class AttentionModel(TabularModel):
+    """A :class:`TabularModel` built on :class:`MultiheadAttention`: its export (:meth:`exporting`) emits
+    ONNX ``Attention`` nodes (:func:`attention_nodes`), so it needs opset ``ATTENTION_OPSET``."""
+
+    onnx_opset = ATTENTION_OPSET
+
+    @contextlib.contextmanager
+    def exporting(self) -> Iterator[None]:
+        with attention_nodes(self):
+            yield
+
+
 class ReGLU(nn.Module):
     """``a * relu(b)`` for ``a, b = x.chunk(2, -1)``: ``(..., 2 * d) -> (..., d)`` (Shazeer 2020)."""
 
@@ -247,7 +259,7 @@ class FTBackbone(nn.Module):
         return F.relu(self.norm(x[:, 0]))  # (B, d)
 
 
-class FTTransformer(TabularModel):
+class FTTransformer(AttentionModel):
     """FT-Transformer with rtdl's default hyperparameters.
 
     Shape: ``x_num (B, n_num)``, ``x_cat (B, n_cat)`` -> ``(B, d_out)`` (``(B, d_token)`` if ``d_out=None``).
@@ -271,7 +283,6 @@ class FTTransformer(TabularModel):
     """
 
     embed: FeatureTokenizer
-    onnx_opset = ATTENTION_OPSET  # exporting() emits ONNX Attention nodes
 
     def __init__(
         self,
@@ -325,9 +336,3 @@ class FTTransformer(TabularModel):
         the head are unchanged (they do not depend on the number of tokens)."""
         self.embed.add_features(n_num=n_num, cardinalities=cardinalities)
         self.train(self.training)  # new modules take the model's train/eval mode
-
-    @contextlib.contextmanager
-    def exporting(self) -> Iterator[None]:
-        """Attention exported as ONNX ``Attention`` nodes (see :func:`attention_nodes`)."""
-        with attention_nodes(self):
-            yield

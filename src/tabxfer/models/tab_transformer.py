@@ -24,8 +24,7 @@ over the old ones, and the LayerNorm's mean and variance run over the new numeri
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -33,14 +32,13 @@ from torch import Tensor, nn
 
 from tabxfer.models.base import (
     CategoricalEmbeddings,
-    TabularModel,
     check_added,
     check_inputs,
     grow_embeddings,
     mlp_layers,
     widen_linear,
 )
-from tabxfer.models.ft_transformer import ATTENTION_OPSET, MultiheadAttention, attention_nodes, check_dropout
+from tabxfer.models.ft_transformer import AttentionModel, MultiheadAttention, check_dropout
 
 
 class TabTransformerEmbed(nn.Module):
@@ -197,7 +195,7 @@ class TabTransformerBackbone(nn.Module):
             self.d_out = self.n_cat * self.d_token + self.n_num
 
 
-class TabTransformer(TabularModel):
+class TabTransformer(AttentionModel):
     """TabTransformer (supervised; pretraining objectives live in the training module).
 
     Shape: ``x_num (B, n_num)``, ``x_cat (B, n_cat)`` -> ``(B, d_out)`` (``(B, mlp_hidden[-1])`` if
@@ -222,7 +220,6 @@ class TabTransformer(TabularModel):
     """
 
     embed: TabTransformerEmbed
-    onnx_opset = ATTENTION_OPSET  # exporting() emits ONNX Attention nodes
     backbone: TabTransformerBackbone
 
     def __init__(
@@ -294,9 +291,3 @@ class TabTransformer(TabularModel):
         self.backbone.add_features(n_num=n_num, n_cat=len(cardinalities), like=like)
         self.d_backbone = self.backbone.d_out
         self.train(self.training)  # new modules (the blocks, when there were no tokens) take the mode
-
-    @contextlib.contextmanager
-    def exporting(self) -> Iterator[None]:
-        """Attention exported as ONNX ``Attention`` nodes (see :func:`.ft_transformer.attention_nodes`)."""
-        with attention_nodes(self):
-            yield
